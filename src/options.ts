@@ -1,0 +1,109 @@
+/**
+ * The bounded registry: every limit of the broker, its default, and what happens when it is hit.
+ *
+ * @module
+ */
+
+/** Every limit of the broker. Each one is documented with its default and the action on hitting it. */
+export interface Limits {
+  /** Concurrent network connections (before CONNECT too). Over it: CONNACK 0x03, then close. Default 50 000. */
+  maxConnections: number;
+  /** Sessions held, online and offline. A CONNECT that would create one more: CONNACK 0x03. Default 100 000. */
+  maxSessions: number;
+  /** Subscriptions of one session. A SUBSCRIBE filter past it: SUBACK 0x80 for that filter. Default 10 000. */
+  maxSubscriptionsPerSession: number;
+  /** QoS 1/2 messages sent to one client and not yet acknowledged. The rest waits in the session queue. Default 32. */
+  maxInflight: number;
+  /** Messages waiting in one session's queue (offline, or past `maxInflight`, or a slow socket).
+   * A message that would exceed it is dropped (newest dropped, like mosquitto) and counted as `queueFull`. Default 1 000. */
+  maxQueued: number;
+  /** Payload+topic bytes waiting in one session's queue. Same action as `maxQueued`. Default 16 MiB. */
+  maxQueuedBytes: number;
+  /** Retained topics held. A new retained topic past it is delivered but not stored; counted as `retainedFull`. Default 100 000. */
+  maxRetained: number;
+  /** Topic+payload bytes of all retained messages. Same action as `maxRetained`. Default 64 MiB. */
+  maxRetainedBytes: number;
+  /** Largest packet accepted, whole (fixed header included), in bytes. Checked from the fixed header before
+   * buffering; a larger packet closes the connection. Default 1 MiB. */
+  maxPacketSize: number;
+  /** Longest topic name or filter, in UTF-8 bytes. PUBLISH past it closes the connection; a SUBSCRIBE filter past it gets 0x80. Default 65 535. */
+  maxTopicLength: number;
+  /** Most levels in a topic name or filter. Same action as `maxTopicLength`. Default 128. */
+  maxTopicLevels: number;
+  /** Longest client identifier, in UTF-8 bytes. Past it: CONNACK 0x02. Default 1 024. */
+  maxClientIdLength: number;
+  /** Time from TCP accept to a complete CONNECT. Past it the connection is closed. Default 10 000 ms. */
+  connectTimeoutMs: number;
+  /** An offline persistent session unused this long is removed with its queue. 0 = never. Default 7 days. */
+  sessionExpiryMs: number;
+  /** Bytes written to a socket and not yet taken by the kernel. Past it, the session stops sending and
+   * messages wait in its queue (bounded by `maxQueued`). Default 256 KiB. */
+  maxSocketBufferBytes: number;
+  /** Publish messages per second one client may send; 0 = unlimited. Over budget its reads pause. Default 0. */
+  rateLimitMessages: number;
+  /** Publish payload bytes per second one client may send; 0 = unlimited. Over budget its reads pause. Default 0. */
+  rateLimitBytes: number;
+}
+
+/** The defaults of every limit. */
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  maxConnections: 50_000,
+  maxSessions: 100_000,
+  maxSubscriptionsPerSession: 10_000,
+  maxInflight: 32,
+  maxQueued: 1_000,
+  maxQueuedBytes: 16 * 1024 * 1024,
+  maxRetained: 100_000,
+  maxRetainedBytes: 64 * 1024 * 1024,
+  maxPacketSize: 1024 * 1024,
+  maxTopicLength: 65_535,
+  maxTopicLevels: 128,
+  maxClientIdLength: 1_024,
+  connectTimeoutMs: 10_000,
+  sessionExpiryMs: 7 * 24 * 3600 * 1000,
+  maxSocketBufferBytes: 256 * 1024,
+  rateLimitMessages: 0,
+  rateLimitBytes: 0,
+});
+
+/** Allowed range of each limit: [min, max]. */
+export const LIMIT_RANGES: Readonly<Record<keyof Limits, readonly [number, number]>> = Object
+  .freeze({
+    maxConnections: [1, 10_000_000],
+    maxSessions: [1, 10_000_000],
+    maxSubscriptionsPerSession: [1, 10_000_000],
+    maxInflight: [1, 65_535],
+    maxQueued: [0, 10_000_000],
+    maxQueuedBytes: [0, 2 ** 40],
+    maxRetained: [0, 10_000_000],
+    maxRetainedBytes: [0, 2 ** 40],
+    maxPacketSize: [2, 268_435_460],
+    maxTopicLength: [1, 65_535],
+    maxTopicLevels: [1, 65_535],
+    maxClientIdLength: [1, 65_535],
+    connectTimeoutMs: [1, 3_600_000],
+    sessionExpiryMs: [0, 2 ** 40],
+    maxSocketBufferBytes: [1024, 2 ** 32],
+    rateLimitMessages: [0, 1e9],
+    rateLimitBytes: [0, 2 ** 40],
+  });
+
+/** Merges partial limits over the defaults; throws TypeError/RangeError naming a bad option. */
+export function resolveLimits(partial: Partial<Limits> = {}): Limits {
+  const out: Limits = { ...DEFAULT_LIMITS };
+  for (const [key, value] of Object.entries(partial)) {
+    if (!(key in DEFAULT_LIMITS)) {
+      throw new TypeError(`Unknown limit "${key}"`);
+    }
+    if (value === undefined) continue;
+    const [min, max] = LIMIT_RANGES[key as keyof Limits];
+    if (typeof value !== "number" || !Number.isInteger(value)) {
+      throw new TypeError(`Limit "${key}" must be an integer, got ${String(value)}`);
+    }
+    if (value < min || value > max) {
+      throw new RangeError(`Limit "${key}" must be between ${min} and ${max}, got ${value}`);
+    }
+    out[key as keyof Limits] = value;
+  }
+  return out;
+}
