@@ -1,0 +1,53 @@
+/**
+ * A Deno-native MQTT 3.1.1 broker with a bounded registry: every limit is a named option with a
+ * documented default and a documented action when it is hit.
+ *
+ * @example Embed a broker in a program or a test
+ * ```ts
+ * import { Broker } from "./mod.ts";
+ *
+ * await using broker = new Broker({
+ *   limits: { maxConnections: 10_000, maxInflight: 32, maxQueued: 1_000 },
+ *   authenticate: ({ username }) => username === "demo",
+ *   authorizePublish: (_client, topic) => !topic.startsWith("$SYS/"),
+ * });
+ * broker.addEventListener("publish", (e) => console.log(e.detail.topic));
+ * const listener = await broker.listen({ hostname: "127.0.0.1", port: 0 });
+ * await broker.publish({ topic: "a/b", payload: "hello", qos: 1, retain: true });
+ * console.log(listener.port);
+ * ```
+ *
+ * @module
+ */
+export {
+  Broker,
+  type BrokerEventListener,
+  type BrokerOptions,
+  type Listener,
+  type ListenOptions,
+  type PublishOptions,
+} from "./src/broker.ts";
+export { DEFAULT_LIMITS, LIMIT_RANGES, type Limits } from "./src/options.ts";
+export type { BrokerStats, DropCounters } from "./src/stats.ts";
+export type {
+  BrokerEventMap,
+  ClientErrorEventDetail,
+  ConnectEventDetail,
+  DisconnectEventDetail,
+  PublishEventDetail,
+  SubscribeEventDetail,
+  UnsubscribeEventDetail,
+} from "./src/events.ts";
+export type {
+  AuthenticateHook,
+  AuthenticateRequest,
+  AuthenticateResult,
+  AuthorizeForwardHook,
+  AuthorizePublishHook,
+  AuthorizeSubscribeHook,
+  ClientInfo,
+  RemoteAddress,
+} from "./src/hooks.ts";
+export type { QoS, Subscription } from "./src/codec/packet.ts";
+export type { BrokerConn } from "./src/transport/types.ts";
+export { createLogger, type Logger, type LogLevel, type LogSink } from "./src/logger.ts";

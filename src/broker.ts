@@ -1,0 +1,554 @@
+/**
+ * The broker: owns the registry (connections, sessions, subscriptions, retained messages),
+ * the hooks that decide and the events that observe.
+ *
+ * @module
+ */
+import type { QoS, Will } from "./codec/packet.ts";
+import { Connection } from "./connection.ts";
+import type { BrokerContext, Hooks, StateMirror } from "./context.ts";
+import type { BrokerEventMap } from "./events.ts";
+import type {
+  AuthenticateHook,
+  AuthorizeForwardHook,
+  AuthorizePublishHook,
+  AuthorizeSubscribeHook,
+  ClientInfo,
+  RemoteAddress,
+} from "./hooks.ts";
+import { createLogger, type Logger, type LogLevel } from "./logger.ts";
+import { Message } from "./message.ts";
+import { type Limits, resolveLimits } from "./options.ts";
+import { RetainedStore } from "./retained_store.ts";
+import { Router } from "./router.ts";
+import type { Session, SessionContext } from "./session/session.ts";
+import { type BrokerStats, Counters } from "./stats.ts";
+import { validateTopicName } from "./topic/topic.ts";
+import type { BrokerConn } from "./transport/types.ts";
+
+/** Options of `new Broker()`. */
+export interface BrokerOptions {
+  /** Limits; anything left out takes its default from `DEFAULT_LIMITS`. */
+  limits?: Partial<Limits>;
+  /** Decides whether a CONNECT is accepted. Default: everyone. */
+  authenticate?: AuthenticateHook;
+  /** Decides whether a client may publish to a topic. Default: all but `$SYS/…`. */
+  authorizePublish?: AuthorizePublishHook;
+  /** Decides a subscription. Default: every valid filter at the requested QoS. */
+  authorizeSubscribe?: AuthorizeSubscribeHook;
+  /** Decides at delivery whether a client may receive a topic. Default: yes. */
+  authorizeForward?: AuthorizeForwardHook;
+  /** Log level of the built-in logger (stderr). Default "info". Ignored when `logger` is given. */
+  logLevel?: LogLevel;
+  /** A logger of your own. */
+  logger?: Logger;
+}
+
+/** Where and how `broker.listen()` accepts connections. */
+export interface ListenOptions {
+  /** Default "0.0.0.0". */
+  hostname?: string;
+  /** Default 1883 (8883 with `tls`); 0 picks a free port. */
+  port?: number;
+  /** PEM certificate chain and private key: listen with TLS through `Deno.listenTls`. */
+  tls?: { cert: string; key: string };
+  /** Name given to clients' `remoteAddress.transport`. Default "tcp" or "tls". */
+  transport?: string;
+  /**
+   * Wraps each accepted connection before it is handled (e.g. to read a PROXY header); a
+   * rejection closes that connection only.
+   */
+  accept?: (conn: Deno.Conn) => Promise<BrokerConn>;
+}
+
+/** A listening socket of the broker. */
+export interface Listener {
+  readonly hostname: string;
+  /** The bound port: the real one when 0 was asked for. */
+  readonly port: number;
+  readonly transport: string;
+  /** Stops accepting; connections already accepted stay. */
+  close(): Promise<void>;
+}
+
+/** What `broker.publish()` takes. */
+export interface PublishOptions {
+  topic: string;
+  /** Bytes, or a string sent as UTF-8. Default empty. */
+  payload?: Uint8Array | string;
+  /** Default 0. */
+  qos?: QoS;
+  /** Default false. */
+  retain?: boolean;
+}
+
+/** A listener for one broker event. */
+export type BrokerEventListener<K extends keyof BrokerEventMap> = (
+  event: CustomEvent<BrokerEventMap[K]>,
+) => void;
+
+const SWEEP_MS = 250;
+const SESSION_SWEEP_EVERY = 40;
+// Connections arriving while at maxConnections are read only to send CONNACK 0x03; past this
+// many of those at once they are closed unanswered.
+const MAX_REFUSING = 1024;
+
+const utf8 = new TextEncoder();
+
+function remoteOf(conn: BrokerConn, transport: string): RemoteAddress | undefined {
+  const addr = conn.remoteAddr as
+    | { hostname?: string; port?: number; transport?: string }
+    | undefined;
+  if (addr === undefined || typeof addr.hostname !== "string") return undefined;
+  const named = addr.transport === "tcp" || addr.transport === undefined
+    ? transport
+    : addr.transport;
+  return { hostname: addr.hostname, port: addr.port ?? 0, transport: named };
+}
+
+/**
+ * An MQTT 3.1.1 broker. Two brokers in one process share nothing.
+ *
+ * @example Start a broker, publish from the process, stop it
+ * ```ts
+ * import { Broker } from "./mod.ts";
+ *
+ * await using broker = new Broker({ limits: { maxConnections: 1000 } });
+ * const listener = await broker.listen({ hostname: "127.0.0.1", port: 0 });
+ * console.log(`listening on ${listener.port}`);
+ * await broker.publish({ topic: "status", payload: "up", retain: true });
+ * ```
+ */
+export class Broker extends EventTarget {
+  readonly #limits: Limits;
+  readonly #counters = new Counters();
+  readonly #router = new Router();
+  readonly #retained: RetainedStore;
+  readonly #sessions = new Map<string, Session>();
+  readonly #connections = new Set<Connection>();
+  readonly #listeners = new Set<{ close(): void; done: Promise<void> }>();
+  readonly #handlers = new Map<string, Set<unknown>>();
+  readonly #log: Logger;
+  readonly #ctx: BrokerContext;
+  #mirror: StateMirror | undefined;
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #sweeps = 0;
+  #refusing = 0;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: BrokerOptions = {}) {
+    super();
+    if (options === null || typeof options !== "object") {
+      throw new TypeError("Broker options must be an object");
+    }
+    this.#limits = resolveLimits(options.limits);
+    for (
+      const hook of [
+        "authenticate",
+        "authorizePublish",
+        "authorizeSubscribe",
+        "authorizeForward",
+      ] as const
+    ) {
+      if (options[hook] !== undefined && typeof options[hook] !== "function") {
+        throw new TypeError(`Broker option "${hook}" must be a function`);
+      }
+    }
+    this.#log = options.logger ?? createLogger(options.logLevel ?? "info");
+    this.#retained = new RetainedStore(this.#limits, this.#counters);
+    const sessionContext: SessionContext = {
+      limits: this.#limits,
+      counters: this.#counters,
+      authorizeForward: options.authorizeForward,
+    };
+    const hooks: Hooks = {
+      authenticate: options.authenticate,
+      authorizePublish: options.authorizePublish,
+      authorizeSubscribe: options.authorizeSubscribe,
+    };
+    let nextId = 0;
+    // deno-lint-ignore no-this-alias
+    const broker = this;
+    const prefix = `auto-${crypto.randomUUID().slice(0, 8)}-`;
+    this.#ctx = {
+      limits: this.#limits,
+      counters: this.#counters,
+      router: this.#router,
+      retained: this.#retained,
+      sessions: this.#sessions,
+      connections: this.#connections,
+      sessionContext,
+      hooks,
+      log: this.#log,
+      get mirror() {
+        return broker.#mirror;
+      },
+      publish: (message, from) => this.#publish(message, from),
+      emit: (type, detail) => this.#emit(type, detail),
+      listening: (type) => (this.#handlers.get(type)?.size ?? 0) > 0,
+      connectionClosed: (connection, will, reason) =>
+        this.#connectionClosed(connection, will, reason),
+      generateClientId: () => prefix + (++nextId).toString(36),
+    };
+  }
+
+  /** The limits in force, defaults filled in. */
+  get limits(): Readonly<Limits> {
+    return this.#limits;
+  }
+
+  /** Registers an event listener; `event.detail` carries the event's data. */
+  override addEventListener<K extends keyof BrokerEventMap>(
+    type: K,
+    listener: BrokerEventListener<K> | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    // deno-lint-ignore no-explicit-any
+    listener: any,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    if (listener !== null) {
+      let set = this.#handlers.get(type);
+      if (set === undefined) this.#handlers.set(type, set = new Set());
+      set.add(listener);
+    }
+    super.addEventListener(type, listener, options);
+  }
+
+  /** Removes an event listener. */
+  override removeEventListener<K extends keyof BrokerEventMap>(
+    type: K,
+    listener: BrokerEventListener<K> | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  override removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  override removeEventListener(
+    type: string,
+    // deno-lint-ignore no-explicit-any
+    listener: any,
+    options?: boolean | EventListenerOptions,
+  ): void {
+    if (listener !== null) this.#handlers.get(type)?.delete(listener);
+    super.removeEventListener(type, listener, options);
+  }
+
+  #emit<K extends keyof BrokerEventMap>(type: K, detail: BrokerEventMap[K]): void {
+    try {
+      this.dispatchEvent(new CustomEvent(type, { detail }));
+    } catch (error) {
+      // A throwing listener must not take a client's connection down with it.
+      this.#log.error(`"${type}" event listener threw: ${error}`);
+    }
+  }
+
+  /**
+   * Listens on TCP (`Deno.listen`) or, with `tls`, on TLS (`Deno.listenTls`), and handles every
+   * connection it accepts. Requires `--allow-net`.
+   */
+  listen(options: ListenOptions = {}): Promise<Listener> {
+    if (this.#closed) return Promise.reject(new Error("Cannot listen: the broker is closed"));
+    const hostname = options.hostname ?? "0.0.0.0";
+    const port = options.port ?? (options.tls ? 8883 : 1883);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      return Promise.reject(new RangeError(`Port must be an integer from 0 to 65535, got ${port}`));
+    }
+    const transport = options.transport ?? (options.tls ? "tls" : "tcp");
+    let listener: Deno.Listener;
+    try {
+      listener = options.tls
+        ? Deno.listenTls({ hostname, port, cert: options.tls.cert, key: options.tls.key })
+        : Deno.listen({ hostname, port });
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const addr = listener.addr as Deno.NetAddr;
+    let stopped = false;
+    let retryTimer: ReturnType<typeof setTimeout> | undefined;
+    let wake: (() => void) | undefined;
+    const accept = options.accept;
+    const loop = async () => {
+      while (!stopped) {
+        let conn: Deno.Conn;
+        try {
+          conn = await listener.accept();
+        } catch (error) {
+          if (stopped || error instanceof Deno.errors.BadResource) return;
+          // Out of file descriptors and the like: say so, wait, and keep serving the others.
+          this.#log.warn(`${transport} ${addr.hostname}:${addr.port}: accept failed: ${error}`);
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            retryTimer = setTimeout(resolve, 100);
+          });
+          continue;
+        }
+        try {
+          (conn as Deno.TcpConn).setNoDelay?.(true);
+        } catch {
+          // Not every connection kind has Nagle to turn off.
+        }
+        if (accept === undefined) {
+          this.handle(conn, transport).catch((error) => this.#log.error(`handle: ${error}`));
+          continue;
+        }
+        accept(conn).then(
+          (wrapped) => this.handle(wrapped, transport),
+          (error) => {
+            this.#log.warn(
+              `${transport}: refused a connection: ${
+                error instanceof Error ? error.message : error
+              }`,
+            );
+            try {
+              conn.close();
+            } catch {
+              // The wrapper closed it already.
+            }
+          },
+        ).catch((error) => this.#log.error(`handle: ${error}`));
+      }
+    };
+    const done = loop().catch((error) => this.#log.error(`accept loop: ${error}`));
+    const entry = {
+      close: () => {
+        if (stopped) return;
+        stopped = true;
+        clearTimeout(retryTimer);
+        wake?.();
+        try {
+          listener.close();
+        } catch {
+          // Closed already.
+        }
+      },
+      done,
+    };
+    this.#listeners.add(entry);
+    this.#log.info(`listening on ${transport} ${addr.hostname}:${addr.port}`);
+    return Promise.resolve({
+      hostname: addr.hostname,
+      port: addr.port,
+      transport,
+      close: async () => {
+        entry.close();
+        this.#listeners.delete(entry);
+        await done;
+      },
+    });
+  }
+
+  /**
+   * Serves one connection until it closes: any object with `read`, `write` and `close`
+   * (`Deno.Conn`, a WebSocket adapter, a test double). Never rejects for anything the client does.
+   */
+  async handle(conn: BrokerConn, transport = "tcp"): Promise<void> {
+    if (this.#closed) {
+      try {
+        conn.close();
+      } catch {
+        // Closed already.
+      }
+      return;
+    }
+    const overLimit = this.#connections.size >= this.#limits.maxConnections;
+    if (overLimit && this.#refusing >= MAX_REFUSING) {
+      this.#counters.connectionsRefused++;
+      try {
+        conn.close();
+      } catch {
+        // Closed already.
+      }
+      return;
+    }
+    const connection = new Connection(this.#ctx, conn, remoteOf(conn, transport), overLimit);
+    this.#connections.add(connection);
+    this.#counters.connectionsTotal++;
+    if (overLimit) this.#refusing++;
+    this.#startSweep();
+    try {
+      await connection.run();
+    } catch (error) {
+      this.#log.error(`connection failed: ${error}`);
+      connection.close("internal error");
+    }
+    await connection.closed;
+    if (overLimit) this.#refusing--;
+  }
+
+  #startSweep(): void {
+    if (this.#sweepTimer !== undefined) return;
+    this.#sweepTimer = setInterval(() => this.#sweep(), SWEEP_MS);
+    Deno.unrefTimer(this.#sweepTimer);
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const connection of this.#connections) connection.check(now);
+    if (++this.#sweeps % SESSION_SWEEP_EVERY === 0) this.#expireSessions(now);
+  }
+
+  #expireSessions(now: number): void {
+    for (const session of this.#sessions.values()) {
+      if (session.link === undefined && session.expiresAt !== 0 && session.expiresAt <= now) {
+        this.#log.debug(`session ${JSON.stringify(session.clientId)} expired`);
+        this.#endSession(session);
+      }
+    }
+  }
+
+  #endSession(session: Session): void {
+    this.#router.unsubscribeAll(session);
+    session.discard();
+    this.#sessions.delete(session.clientId);
+    if (!session.clean) this.#mirror?.sessionDeleted(session);
+  }
+
+  #connectionClosed(connection: Connection, will: Will | undefined, reason: string): void {
+    this.#connections.delete(connection);
+    const session = connection.session;
+    if (session !== undefined && session.link === connection) {
+      session.link = undefined;
+      if (session.clean) {
+        this.#endSession(session);
+      } else {
+        const expiry = this.#limits.sessionExpiryMs;
+        session.expiresAt = expiry === 0 ? 0 : Date.now() + expiry;
+        this.#mirror?.sessionSaved(session);
+      }
+    }
+    const willPublished = will !== undefined && !this.#closed;
+    if (willPublished) this.#publishWill(connection.client, will!);
+    if (connection.connected) {
+      this.#log.debug(
+        `client ${JSON.stringify(connection.client.clientId)} disconnected: ${reason}`,
+      );
+      if (this.#ctx.listening("disconnect")) {
+        this.#emit("disconnect", { client: connection.client, reason, willPublished });
+      }
+    }
+  }
+
+  // [MQTT-3.1.2-8] the will is published when the connection ends without DISCONNECT.
+  #publishWill(client: ClientInfo, will: Will): void {
+    const message = new Message(will.topic, will.payload, will.qos, will.retain);
+    const authorize = this.#ctx.hooks.authorizePublish;
+    if (authorize === undefined) {
+      this.#publish(message, client);
+      return;
+    }
+    Promise.resolve()
+      .then(() => authorize(client, will.topic, will.qos, will.retain))
+      .then((allowed) => {
+        if (allowed === true && !this.#closed) this.#publish(message, client);
+        else this.#counters.dropped.notAuthorized++;
+      })
+      .catch((error) => this.#log.error(`authorizePublish threw for a will: ${error}`));
+  }
+
+  #publish(message: Message, from: ClientInfo | undefined): void {
+    if (message.retain) {
+      const result = this.#retained.set(message);
+      if (result !== "full" && result !== "none") this.#mirror?.retainedChanged(message);
+    }
+    this.#router.route(message);
+    if (this.#ctx.listening("publish")) {
+      this.#emit("publish", {
+        client: from,
+        topic: message.topic,
+        payload: message.payload,
+        qos: message.qos,
+        retain: message.retain,
+      });
+    }
+  }
+
+  /**
+   * Publishes a message from the process itself, as if a client had. Throws TypeError for an
+   * invalid topic or QoS. Resolves once the message is routed (and stored, with persistence).
+   */
+  publish(options: PublishOptions): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error("Cannot publish: the broker is closed"));
+    const { topic, qos = 0, retain = false } = options;
+    if (typeof topic !== "string") {
+      return Promise.reject(new TypeError("publish: topic must be a string"));
+    }
+    const error = validateTopicName(
+      topic,
+      this.#limits.maxTopicLength,
+      this.#limits.maxTopicLevels,
+    );
+    if (error !== undefined) {
+      return Promise.reject(new TypeError(`publish: invalid topic: ${error}`));
+    }
+    if (qos !== 0 && qos !== 1 && qos !== 2) {
+      return Promise.reject(new TypeError(`publish: qos must be 0, 1 or 2`));
+    }
+    const raw = options.payload ?? new Uint8Array(0);
+    const payload = typeof raw === "string" ? utf8.encode(raw) : raw;
+    if (!(payload instanceof Uint8Array)) {
+      return Promise.reject(new TypeError("publish: payload must be a Uint8Array or a string"));
+    }
+    this.#counters.messagesIn++;
+    this.#publish(new Message(topic, payload, qos, retain === true), undefined);
+    return this.#mirror?.durable() ?? Promise.resolve();
+  }
+
+  /** A snapshot of the counters. */
+  stats(): BrokerStats {
+    const c = this.#counters;
+    return {
+      connections: this.#connections.size,
+      sessions: this.#sessions.size,
+      subscriptions: this.#router.size,
+      retained: this.#retained.size,
+      retainedBytes: this.#retained.bytes,
+      queued: c.queued,
+      inflight: c.inflight,
+      messagesIn: c.messagesIn,
+      messagesOut: c.messagesOut,
+      bytesIn: c.bytesIn,
+      bytesOut: c.bytesOut,
+      connectionsTotal: c.connectionsTotal,
+      connectionsRefused: c.connectionsRefused,
+      protocolErrors: c.protocolErrors,
+      dropped: { ...c.dropped },
+    };
+  }
+
+  /**
+   * Stops listening, closes every connection (wills are not published: the broker is going
+   * away, not the clients) and releases timers. Idempotent.
+   */
+  close(): Promise<void> {
+    return this.#closing ??= this.#close();
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    const listeners = [...this.#listeners];
+    this.#listeners.clear();
+    for (const listener of listeners) listener.close();
+    await Promise.all(listeners.map((l) => l.done));
+    const connections = [...this.#connections];
+    for (const connection of connections) connection.close("broker shutting down", false);
+    await Promise.all(connections.map((c) => c.closed));
+    if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
+    this.#sweepTimer = undefined;
+  }
+
+  /** `await using broker = new Broker()` closes it at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

@@ -1,0 +1,384 @@
+/**
+ * One client connection: the read loop feeding the decoder, packet dispatch, keep-alive, and a
+ * write queue that coalesces everything sent in one event-loop turn into one write.
+ *
+ * @module
+ */
+import { Decoder } from "./codec/decoder.ts";
+import { encodeAck, PINGRESP_BYTES } from "./codec/encoder.ts";
+import { DecodeError, type Packet, type Will } from "./codec/packet.ts";
+import type { BrokerContext } from "./context.ts";
+import { handleConnect } from "./handlers/connect.ts";
+import { handlePublish, handlePubrel } from "./handlers/publish.ts";
+import { handleSubscribe, handleUnsubscribe } from "./handlers/subscribe.ts";
+import type { ClientInfo, RemoteAddress } from "./hooks.ts";
+import type { Session, SessionLink } from "./session/session.ts";
+import type { BrokerConn } from "./transport/types.ts";
+
+// Idle connections hold a pending read; its buffer is most of what they cost, so it starts
+// small and grows (×4) only while reads fill it.
+const MIN_READ = 64;
+const MAX_READ = 64 * 1024;
+// A connection told to close after its last bytes are written gets this long to write them.
+const LINGER_MS = 5_000;
+
+/** A protocol violation: the connection is closed and the will published. */
+export class ProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ProtocolError";
+  }
+}
+
+/** One network connection and, once CONNECT is accepted, the session it is attached to. */
+export class Connection implements SessionLink {
+  readonly ctx: BrokerContext;
+  readonly client: ClientInfo;
+  /** Set when the broker was at `maxConnections` as this connection arrived. */
+  readonly overLimit: boolean;
+  session: Session | undefined;
+  will: Will | undefined;
+  connected = false;
+  keepAliveMs = 0;
+  lastActivity: number;
+  readonly createdAt: number;
+  /** Resolves when the connection is closed. */
+  readonly closed: Promise<void>;
+
+  #conn: BrokerConn;
+  #decoder: Decoder;
+  #isClosed = false;
+  #resolveClosed!: () => void;
+  #closingSince = 0;
+  #lingerReason = "";
+  // Write queue: chunks, and for PUBLISH copies the packet id to write at length - tail.
+  #chunks: Uint8Array[] = [];
+  #packetIds: number[] = [];
+  #tails: number[] = [];
+  #queuedBytes = 0;
+  #writingBytes = 0;
+  #writing = false;
+  #scheduled = false;
+  #flushBound = () => this.#flush();
+  // Rate limit: tokens left and the timer that resumes reading.
+  #msgTokens = 0;
+  #byteTokens = 0;
+  #tokensAt = 0;
+  #pauseTimer: ReturnType<typeof setTimeout> | undefined;
+  #resume: (() => void) | undefined;
+
+  constructor(
+    ctx: BrokerContext,
+    conn: BrokerConn,
+    remote: RemoteAddress | undefined,
+    overLimit: boolean,
+  ) {
+    this.ctx = ctx;
+    this.#conn = conn;
+    this.overLimit = overLimit;
+    this.client = { clientId: "", remoteAddress: remote };
+    this.#decoder = new Decoder({ maxPacketSize: ctx.limits.maxPacketSize });
+    this.createdAt = this.lastActivity = Date.now();
+    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
+    this.#msgTokens = ctx.limits.rateLimitMessages;
+    this.#byteTokens = ctx.limits.rateLimitBytes;
+    this.#tokensAt = this.createdAt;
+  }
+
+  /** Whether the connection is closed or closing. */
+  get isClosed(): boolean {
+    return this.#isClosed || this.#closingSince !== 0;
+  }
+
+  /** False while more than `maxSocketBufferBytes` wait to be written. */
+  get writable(): boolean {
+    return this.#queuedBytes + this.#writingBytes < this.ctx.limits.maxSocketBufferBytes &&
+      this.#closingSince === 0;
+  }
+
+  /** Runs the read loop until the connection closes. */
+  async run(): Promise<void> {
+    let buffer = new Uint8Array(MIN_READ);
+    const decoder = this.#decoder;
+    const counters = this.ctx.counters;
+    while (!this.isClosed) {
+      let n: number | null;
+      try {
+        n = await this.#conn.read(buffer);
+      } catch (error) {
+        this.#ioError(error);
+        break;
+      }
+      if (n === null) {
+        this.close("connection closed by client");
+        break;
+      }
+      if (this.isClosed) break;
+      counters.bytesIn += n;
+      this.lastActivity = Date.now();
+      try {
+        decoder.push(n === buffer.length ? buffer : buffer.subarray(0, n));
+        for (let packet = decoder.next(); packet !== undefined; packet = decoder.next()) {
+          const pending = this.#dispatch(packet);
+          if (pending !== undefined) await pending;
+          if (this.isClosed) break;
+        }
+      } catch (error) {
+        this.#violation(error);
+        break;
+      }
+      if (this.#resume === undefined && this.#pauseMs() > 0) {
+        await new Promise<void>((resolve) => {
+          this.#resume = resolve;
+          this.#pauseTimer = setTimeout(this.#resumeReading, this.#pauseMs());
+        });
+        this.#resume = undefined;
+      }
+      if (n === buffer.length) {
+        if (buffer.length < MAX_READ) buffer = new Uint8Array(buffer.length * 4);
+      } else if (n * 16 <= buffer.length) {
+        let size = MIN_READ;
+        while (size < n) size *= 4;
+        buffer = new Uint8Array(size);
+      }
+    }
+  }
+
+  #resumeReading = () => {
+    this.#pauseTimer = undefined;
+    this.#resume?.();
+  };
+
+  #dispatch(packet: Packet): void | Promise<void> {
+    if (!this.connected) {
+      if (packet.type === "connect") return handleConnect(this, packet);
+      throw new ProtocolError(`first packet must be CONNECT, got ${packet.type} [MQTT-3.1.0-1]`);
+    }
+    const session = this.session!;
+    switch (packet.type) {
+      case "publish":
+        return handlePublish(this, session, packet);
+      case "puback":
+        session.acknowledge(packet.packetId);
+        return;
+      case "pubrec":
+        session.received(packet.packetId);
+        this.sendPacket(encodeAck("pubrel", packet.packetId));
+        return;
+      case "pubrel":
+        return handlePubrel(this, session, packet.packetId);
+      case "pubcomp":
+        session.completed(packet.packetId);
+        return;
+      case "subscribe":
+        return handleSubscribe(this, session, packet);
+      case "unsubscribe":
+        return handleUnsubscribe(this, session, packet);
+      case "pingreq":
+        this.sendPacket(PINGRESP_BYTES); // [MQTT-3.12.4-1]
+        return;
+      case "disconnect":
+        this.will = undefined; // [MQTT-3.14.4-3]
+        this.close("disconnect");
+        return;
+      case "connect":
+        throw new ProtocolError("second CONNECT [MQTT-3.1.0-2]");
+      default:
+        throw new ProtocolError(`unexpected ${packet.type} from a client`);
+    }
+  }
+
+  /** Counts a publish against the rate limit. */
+  chargeRate(payloadBytes: number): void {
+    const { rateLimitMessages: msgs, rateLimitBytes: bytes } = this.ctx.limits;
+    if (msgs === 0 && bytes === 0) return;
+    const now = Date.now();
+    const elapsed = (now - this.#tokensAt) / 1000;
+    this.#tokensAt = now;
+    if (msgs > 0) this.#msgTokens = Math.min(msgs, this.#msgTokens + elapsed * msgs) - 1;
+    if (bytes > 0) {
+      this.#byteTokens = Math.min(bytes, this.#byteTokens + elapsed * bytes) - payloadBytes;
+    }
+  }
+
+  // How long reading must pause for the token buckets to be positive again.
+  #pauseMs(): number {
+    const { rateLimitMessages: msgs, rateLimitBytes: bytes } = this.ctx.limits;
+    let wait = 0;
+    if (msgs > 0 && this.#msgTokens < 0) wait = (-this.#msgTokens / msgs) * 1000;
+    if (bytes > 0 && this.#byteTokens < 0) {
+      wait = Math.max(wait, (-this.#byteTokens / bytes) * 1000);
+    }
+    return Math.ceil(wait);
+  }
+
+  /** Queues a PUBLISH; for QoS > 0 writes `packetId` into the copy that goes on the wire. */
+  sendPublish(bytes: Uint8Array, packetId: number, payloadLength: number): void {
+    if (this.#isClosed) return;
+    this.#chunks.push(bytes);
+    this.#packetIds.push(packetId);
+    this.#tails.push(payloadLength + 2);
+    this.#queuedBytes += bytes.length;
+    this.ctx.counters.messagesOut++;
+    if (!this.#scheduled && !this.#writing) {
+      this.#scheduled = true;
+      setImmediate(this.#flushBound);
+    }
+  }
+
+  /** Queues a packet to be written at the end of this event-loop turn. */
+  sendPacket(bytes: Uint8Array): void {
+    if (this.#isClosed) return;
+    this.#chunks.push(bytes);
+    this.#packetIds.push(0);
+    this.#tails.push(0);
+    this.#queuedBytes += bytes.length;
+    if (!this.#scheduled && !this.#writing) {
+      this.#scheduled = true;
+      setImmediate(this.#flushBound);
+    }
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    if (this.#isClosed || this.#writing) return;
+    const chunks = this.#chunks;
+    if (chunks.length === 0) {
+      if (this.#closingSince !== 0) this.#finishClose();
+      return;
+    }
+    let data: Uint8Array;
+    if (chunks.length === 1 && this.#packetIds[0] === 0) {
+      data = chunks[0];
+    } else {
+      data = new Uint8Array(this.#queuedBytes);
+      const ids = this.#packetIds;
+      const tails = this.#tails;
+      let offset = 0;
+      for (let i = 0; i < chunks.length; i++) {
+        const chunk = chunks[i];
+        data.set(chunk, offset);
+        offset += chunk.length;
+        const id = ids[i];
+        if (id !== 0) {
+          const at = offset - tails[i];
+          data[at] = id >> 8;
+          data[at + 1] = id & 0xff;
+        }
+      }
+    }
+    this.#chunks = [];
+    this.#packetIds = [];
+    this.#tails = [];
+    this.#writingBytes = data.length;
+    this.#queuedBytes = 0;
+    this.#writing = true;
+    this.ctx.counters.bytesOut += data.length;
+    this.#write(data);
+  }
+
+  async #write(data: Uint8Array): Promise<void> {
+    try {
+      let offset = 0;
+      while (offset < data.length) {
+        offset += await this.#conn.write(offset === 0 ? data : data.subarray(offset));
+      }
+    } catch (error) {
+      this.#writing = false;
+      this.#ioError(error);
+      return;
+    }
+    this.#writing = false;
+    this.#writingBytes = 0;
+    if (this.#isClosed) return;
+    // The socket drained: let the session send what waited for room.
+    this.session?.pump();
+    if (this.#chunks.length > 0) {
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(this.#flushBound);
+      }
+    } else if (this.#closingSince !== 0) {
+      this.#finishClose();
+    }
+  }
+
+  /** Keep-alive, CONNECT deadline and linger checks; called by the broker's sweep. */
+  check(now: number): void {
+    if (this.#isClosed) return;
+    if (this.#closingSince !== 0) {
+      if (now - this.#closingSince > LINGER_MS) this.#finishClose();
+    } else if (!this.connected) {
+      if (now - this.createdAt > this.ctx.limits.connectTimeoutMs) {
+        this.close("no CONNECT within connectTimeoutMs", false);
+      }
+    } else if (this.keepAliveMs > 0 && now - this.lastActivity > this.keepAliveMs * 1.5) {
+      this.close("keep-alive timeout"); // [MQTT-3.1.2-24]
+    }
+  }
+
+  /**
+   * Closes after what is queued has been written (a refusing CONNACK, say). The will is not
+   * published; reads stop at once.
+   */
+  closeAfterFlush(reason: string): void {
+    if (this.isClosed) return;
+    this.will = undefined;
+    this.#lingerReason = reason;
+    this.#closingSince = Date.now();
+    if (!this.#writing && !this.#scheduled) this.#flush();
+  }
+
+  #finishClose(): void {
+    this.close(this.#lingerReason, false);
+  }
+
+  /** Closes now; publishes the will unless told not to or DISCONNECT cleared it. */
+  close(reason: string, publishWill = true): void {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    if (this.#pauseTimer !== undefined) clearTimeout(this.#pauseTimer);
+    this.#resume?.();
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the peer or a transport: nothing left to release.
+    }
+    this.#chunks = [];
+    this.#packetIds = [];
+    this.#tails = [];
+    const will = publishWill ? this.will : undefined;
+    this.will = undefined;
+    this.ctx.connectionClosed(this, will, reason);
+    this.#resolveClosed();
+  }
+
+  // A reset, EOF mid-write or broken pipe is routine: close quietly.
+  #ioError(error: unknown): void {
+    if (this.#isClosed) return;
+    const message = error instanceof Error ? error.message : String(error);
+    this.ctx.log.debug(`${this.#label()}: ${message}`);
+    this.close(`connection lost: ${message}`);
+  }
+
+  #violation(error: unknown): void {
+    if (this.#isClosed) return;
+    const err = error instanceof Error ? error : new Error(String(error));
+    if (err instanceof DecodeError || err instanceof ProtocolError) {
+      this.ctx.counters.protocolErrors++;
+      this.ctx.log.info(`${this.#label()}: closing: ${err.message}`);
+    } else {
+      this.ctx.log.error(`${this.#label()}: internal error: ${err.stack ?? err.message}`);
+    }
+    if (this.ctx.listening("clientError")) {
+      this.ctx.emit("clientError", { client: this.client, error: err });
+    }
+    this.close(err.message);
+  }
+
+  #label(): string {
+    const r = this.client.remoteAddress;
+    const from = r ? `${r.hostname}:${r.port}` : "?";
+    return `client ${JSON.stringify(this.client.clientId)} (${from})`;
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * What connections and packet handlers share with the broker that owns them.
+ *
+ * @module
+ */
+import type { Will } from "./codec/packet.ts";
+import type { Connection } from "./connection.ts";
+import type { BrokerEventMap } from "./events.ts";
+import type {
+  AuthenticateHook,
+  AuthorizePublishHook,
+  AuthorizeSubscribeHook,
+  ClientInfo,
+} from "./hooks.ts";
+import type { Logger } from "./logger.ts";
+import type { Message } from "./message.ts";
+import type { Limits } from "./options.ts";
+import type { RetainedStore } from "./retained_store.ts";
+import type { Router } from "./router.ts";
+import type { Session, SessionContext } from "./session/session.ts";
+import type { Counters } from "./stats.ts";
+
+/** The deciding hooks a broker was given. */
+export interface Hooks {
+  authenticate?: AuthenticateHook;
+  authorizePublish?: AuthorizePublishHook;
+  authorizeSubscribe?: AuthorizeSubscribeHook;
+}
+
+/** Durable mirror of broker state; no-ops without a store. */
+export interface StateMirror {
+  /** Resolves when every change made so far is durable; acks to clients wait for it. */
+  durable(): Promise<void> | undefined;
+  sessionSaved(session: Session): void;
+  sessionDeleted(session: Session): void;
+  retainedChanged(message: Message): void;
+  inboundQos2Added(session: Session, packetId: number): void;
+  inboundQos2Removed(session: Session, packetId: number): void;
+}
+
+/** Broker state and services, as seen by a connection. */
+export interface BrokerContext {
+  readonly limits: Limits;
+  readonly counters: Counters;
+  readonly router: Router;
+  readonly retained: RetainedStore;
+  readonly sessions: Map<string, Session>;
+  readonly connections: Set<Connection>;
+  readonly sessionContext: SessionContext;
+  readonly hooks: Hooks;
+  readonly log: Logger;
+  readonly mirror: StateMirror | undefined;
+  /** Routes a message and updates the retained store; `from` is undefined for the broker itself. */
+  publish(message: Message, from: ClientInfo | undefined): void;
+  /** Dispatches an event if anyone listens. */
+  emit<K extends keyof BrokerEventMap>(type: K, detail: BrokerEventMap[K]): void;
+  /** Whether anyone listens for `type`, so callers can skip building the detail. */
+  listening(type: keyof BrokerEventMap): boolean;
+  /** A connection ended: publish its will if given, detach or end its session. */
+  connectionClosed(connection: Connection, will: Will | undefined, reason: string): void;
+  /** An id for a client that sent an empty one with clean session [MQTT-3.1.3-6]. */
+  generateClientId(): string;
+}

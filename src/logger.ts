@@ -1,0 +1,55 @@
+/**
+ * A small levelled logger: one line per event, to stderr, with the level first.
+ *
+ * @module
+ */
+
+/** Log levels, most verbose first. "silent" logs nothing. */
+export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
+
+/** Where log lines go. */
+export type LogSink = (level: Exclude<LogLevel, "silent">, message: string) => void;
+
+/** The logger the broker and CLI use. */
+export interface Logger {
+  readonly level: LogLevel;
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+  enabled(level: Exclude<LogLevel, "silent">): boolean;
+}
+
+const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3, silent: 4 };
+
+/** All log levels, for validating options and flags. */
+export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error", "silent"];
+
+const encoder = new TextEncoder();
+
+/** The default sink: `2026-11-22T10:00:00.000Z info message` on stderr. */
+export const stderrSink: LogSink = (level, message) => {
+  const line = `${new Date().toISOString()} ${level} ${message}\n`;
+  try {
+    Deno.stderr.writeSync(encoder.encode(line));
+  } catch {
+    // stderr closed: nothing sensible to do.
+  }
+};
+
+/** Creates a logger that drops lines below `level`. */
+export function createLogger(level: LogLevel = "info", sink: LogSink = stderrSink): Logger {
+  if (!(level in RANK)) throw new RangeError(`Log level must be one of ${LOG_LEVELS.join(", ")}`);
+  const min = RANK[level];
+  const at = (l: Exclude<LogLevel, "silent">) => (message: string) => {
+    if (RANK[l] >= min) sink(l, message);
+  };
+  return {
+    level,
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    enabled: (l) => RANK[l] >= min,
+  };
+}

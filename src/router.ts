@@ -1,0 +1,72 @@
+/**
+ * Routing: publish → match the subscription trie → deliver once per session at the highest
+ * granted QoS. No I/O.
+ *
+ * @module
+ */
+import type { QoS } from "./codec/packet.ts";
+import type { Message } from "./message.ts";
+import type { Session } from "./session/session.ts";
+import { TopicTrie } from "./topic/topic_trie.ts";
+
+/** The subscription table of one broker. */
+export class Router {
+  #trie: TopicTrie<Session, QoS> = new TopicTrie();
+  #generation = 0;
+  #targets: Session[] = [];
+  #depth = 0;
+
+  /** Subscriptions over all sessions. */
+  get size(): number {
+    return this.#trie.size;
+  }
+
+  /** Adds or replaces a subscription; returns true if it is new [MQTT-3.8.4-3]. */
+  subscribe(session: Session, filter: string, qos: QoS): boolean {
+    session.subscriptions.set(filter, qos);
+    return this.#trie.add(filter, session, qos);
+  }
+
+  /** Removes a subscription; returns true if it existed. */
+  unsubscribe(session: Session, filter: string): boolean {
+    session.subscriptions.delete(filter);
+    return this.#trie.remove(filter, session);
+  }
+
+  /** Removes every subscription of a session. */
+  unsubscribeAll(session: Session): void {
+    for (const filter of session.subscriptions.keys()) this.#trie.remove(filter, session);
+    session.subscriptions.clear();
+  }
+
+  /**
+   * Delivers `message` to every matching session once, at min(message QoS, highest granted QoS
+   * over its matching filters). Returns the number of sessions it went to.
+   */
+  route(message: Message): number {
+    const generation = ++this.#generation;
+    // Delivery can call hooks that publish again; a nested route gets its own target list.
+    const targets = this.#depth++ === 0 ? this.#targets : [];
+    try {
+      this.#trie.match(message.topic, (session, qos) => {
+        if (session.mark !== generation) {
+          session.mark = generation;
+          session.markQos = qos;
+          targets.push(session);
+        } else if (qos > session.markQos) {
+          session.markQos = qos;
+        }
+      });
+      const published = message.qos;
+      for (let i = 0; i < targets.length; i++) {
+        const session = targets[i];
+        const granted = session.markQos;
+        session.deliver(message, granted < published ? granted : published);
+      }
+      return targets.length;
+    } finally {
+      targets.length = 0;
+      this.#depth--;
+    }
+  }
+}

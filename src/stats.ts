@@ -1,0 +1,70 @@
+/**
+ * Counters the broker keeps, readable through `broker.stats()`.
+ *
+ * @module
+ */
+
+/** Why a message was not delivered or not stored. */
+export interface DropCounters {
+  /** A session queue was at `maxQueued` or `maxQueuedBytes`. */
+  queueFull: number;
+  /** A QoS 0 message for an offline session (never queued, as in mosquitto). */
+  offlineQos0: number;
+  /** A retained message not stored: `maxRetained` or `maxRetainedBytes` reached. */
+  retainedFull: number;
+  /** A PUBLISH refused by `authorizePublish`, or to a `$SYS` topic from a client. */
+  notAuthorized: number;
+  /** A message refused at delivery by `authorizeForward`. */
+  forwardDenied: number;
+  /** Queued messages discarded with a session that expired or was cleaned. */
+  sessionDiscarded: number;
+}
+
+/** A snapshot of the broker's counters. */
+export interface BrokerStats {
+  /** Open network connections, before and after CONNECT. */
+  connections: number;
+  /** Sessions held, online and offline. */
+  sessions: number;
+  /** Subscriptions over all sessions. */
+  subscriptions: number;
+  /** Retained messages stored and their topic+payload bytes. */
+  retained: number;
+  retainedBytes: number;
+  /** Messages queued or in flight over all sessions. */
+  queued: number;
+  inflight: number;
+  /** PUBLISH packets received from clients and in-process `publish()` calls. */
+  messagesIn: number;
+  /** PUBLISH packets sent to clients. */
+  messagesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** Connections accepted since start, and refused with CONNACK 0x03 for a limit. */
+  connectionsTotal: number;
+  connectionsRefused: number;
+  /** Connections closed for a protocol violation or a malformed packet. */
+  protocolErrors: number;
+  dropped: DropCounters;
+}
+
+/** The mutable counters; `broker.stats()` copies them. */
+export class Counters {
+  messagesIn = 0;
+  messagesOut = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  connectionsTotal = 0;
+  connectionsRefused = 0;
+  protocolErrors = 0;
+  queued = 0;
+  inflight = 0;
+  dropped: DropCounters = {
+    queueFull: 0,
+    offlineQos0: 0,
+    retainedFull: 0,
+    notAuthorized: 0,
+    forwardDenied: 0,
+    sessionDiscarded: 0,
+  };
+}
