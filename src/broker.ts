@@ -24,6 +24,7 @@ import { Router } from "./router.ts";
 import type { Session, SessionContext } from "./session/session.ts";
 import { type BrokerStats, Counters } from "./stats.ts";
 import { validateTopicName } from "./topic/topic.ts";
+import { VERSION } from "./version.ts";
 import type { BrokerConn } from "./transport/types.ts";
 
 /** Options of `new Broker()`. */
@@ -42,6 +43,11 @@ export interface BrokerOptions {
   logLevel?: LogLevel;
   /** A logger of your own. */
   logger?: Logger;
+  /**
+   * Publish broker statistics as retained messages under `$SYS/broker/…` every this many ms,
+   * like mosquitto's `sys_interval`. 0 (the default for embedding; the CLI uses 10 s) = off.
+   */
+  sysIntervalMs?: number;
 }
 
 /** Where and how `broker.listen()` accepts connections. */
@@ -132,6 +138,8 @@ export class Broker extends EventTarget {
   readonly #ctx: BrokerContext;
   #mirror: StateMirror | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #sysTimer: ReturnType<typeof setInterval> | undefined;
+  readonly #startedAt = Date.now();
   #sweeps = 0;
   #refusing = 0;
   #closed = false;
@@ -191,6 +199,43 @@ export class Broker extends EventTarget {
         this.#connectionClosed(connection, will, reason),
       generateClientId: () => prefix + (++nextId).toString(36),
     };
+    const sysIntervalMs = options.sysIntervalMs ?? 0;
+    if (!Number.isInteger(sysIntervalMs) || sysIntervalMs < 0) {
+      throw new RangeError(
+        `Broker option "sysIntervalMs" must be a non-negative integer, got ${sysIntervalMs}`,
+      );
+    }
+    if (sysIntervalMs > 0) {
+      this.#sysTimer = setInterval(() => this.#publishSys(), sysIntervalMs);
+      Deno.unrefTimer(this.#sysTimer);
+      this.#publishSys();
+    }
+  }
+
+  // The $SYS topics mosquitto users look for; retained so a new subscriber sees them at once.
+  #publishSys(): void {
+    const s = this.stats();
+    const values: [string, string | number][] = [
+      ["version", `denomq ${VERSION}`],
+      ["uptime", `${Math.floor((Date.now() - this.#startedAt) / 1000)} seconds`],
+      ["clients/connected", s.connections],
+      ["clients/total", s.sessions],
+      ["clients/disconnected", s.sessions - s.connections < 0 ? 0 : s.sessions - s.connections],
+      ["messages/received", s.messagesIn],
+      ["messages/sent", s.messagesOut],
+      ["messages/dropped", Object.values(s.dropped).reduce((a, b) => a + b, 0)],
+      ["bytes/received", s.bytesIn],
+      ["bytes/sent", s.bytesOut],
+      ["subscriptions/count", s.subscriptions],
+      ["retained messages/count", s.retained],
+      ["store/messages/count", s.queued + s.inflight],
+    ];
+    for (const [name, value] of values) {
+      this.#publish(
+        new Message(`$SYS/broker/${name}`, utf8.encode(String(value)), 0, true),
+        undefined,
+      );
+    }
   }
 
   /** The limits in force, defaults filled in. */
@@ -544,7 +589,8 @@ export class Broker extends EventTarget {
     for (const connection of connections) connection.close("broker shutting down", false);
     await Promise.all(connections.map((c) => c.closed));
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
-    this.#sweepTimer = undefined;
+    if (this.#sysTimer !== undefined) clearInterval(this.#sysTimer);
+    this.#sweepTimer = this.#sysTimer = undefined;
   }
 
   /** `await using broker = new Broker()` closes it at the end of the scope. */

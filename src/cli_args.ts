@@ -1,0 +1,288 @@
+/**
+ * Command-line flags and the JSON config file, turned into one checked configuration.
+ * Pure: no I/O except reading the config file.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { LOG_LEVELS, type LogLevel } from "./logger.ts";
+import { DEFAULT_LIMITS, LIMIT_RANGES, type Limits } from "./options.ts";
+
+import { VERSION } from "./version.ts";
+
+export { VERSION };
+
+/** Everything the CLI can be told. */
+export interface CliConfig {
+  host: string;
+  /** Plain TCP port; `tcp: false` turns the plain listener off. */
+  port: number;
+  tcp: boolean;
+  logLevel: LogLevel;
+  limits: Partial<Limits>;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsPort: number;
+  pskFile?: string;
+  pskPort: number;
+  stunnel: string;
+  wsPort?: number;
+  wssPort?: number;
+  wsPath: string;
+  passwordFile?: string;
+  aclFile?: string;
+  allowAnonymous?: boolean;
+  dataDir?: string;
+  sync: "full" | "normal" | "off";
+  sysIntervalS: number;
+}
+
+/** A bad flag or value: the CLI prints the message alone and exits 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+function kebab(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+}
+
+const LIMIT_FLAGS = Object.keys(DEFAULT_LIMITS).map((name) =>
+  [kebab(name), name as keyof Limits] as const
+);
+
+const STRING_FLAGS = {
+  host: "host",
+  "log-level": "logLevel",
+  config: "config",
+  "tls-cert": "tlsCert",
+  "tls-key": "tlsKey",
+  "psk-file": "pskFile",
+  stunnel: "stunnel",
+  "ws-path": "wsPath",
+  "password-file": "passwordFile",
+  "acl-file": "aclFile",
+  "data-dir": "dataDir",
+  sync: "sync",
+} as const;
+
+const PORT_FLAGS = {
+  port: "port",
+  "tls-port": "tlsPort",
+  "psk-port": "pskPort",
+  "ws-port": "wsPort",
+  "wss-port": "wssPort",
+} as const;
+
+const BOOLEAN_FLAGS = {
+  "allow-anonymous": "allowAnonymous",
+  "no-tcp": "noTcp",
+  help: "help",
+  version: "version",
+} as const;
+
+/** `--help` text. */
+export function helpText(): string {
+  const limitLines = LIMIT_FLAGS.map(([flag, name]) => {
+    const [min, max] = LIMIT_RANGES[name];
+    return `  --${flag.padEnd(31)} default ${DEFAULT_LIMITS[name]} (${min}..${max})`;
+  });
+  return `Usage: deno run --allow-net cli.ts [options]
+       deno run --allow-read=FILE --allow-write=FILE cli.ts passwd FILE USER
+
+A Deno-native MQTT 3.1.1 broker. Version ${VERSION}.
+
+Listeners:
+  --host HOST                        address to listen on (default 0.0.0.0)
+  --port PORT                        plain MQTT over TCP (default 1883)
+  --no-tcp                           no plain TCP listener (with TLS, PSK or WebSocket only)
+  --tls-cert FILE --tls-key FILE     add a TLS listener (PEM files)
+  --tls-port PORT                    TLS port (default 8883)
+  --psk-file FILE                    TLS-PSK through a stunnel sidecar; lines "identity:hexkey"
+  --psk-port PORT                    TLS-PSK port (default 8884)
+  --stunnel PATH                     stunnel binary (default stunnel)
+  --ws-port PORT                     MQTT over WebSocket
+  --wss-port PORT                    MQTT over secure WebSocket (needs --tls-cert/--tls-key)
+  --ws-path PATH                     WebSocket path (default /mqtt)
+Security:
+  --password-file FILE               users (mosquitto_passwd format); anonymous refused unless:
+  --allow-anonymous                  let clients without a user name in
+  --acl-file FILE                    mosquitto acl_file format
+Persistence:
+  --data-dir DIR                     keep retained messages and sessions in DIR/broker.db (SQLite)
+  --sync full|normal|off             durability of acknowledged messages (default normal)
+Other:
+  --sys-interval SECONDS             publish $SYS/broker/... every N s, 0 = off (default 10)
+  --log-level LEVEL                  ${LOG_LEVELS.join("|")} (default info)
+  --config FILE                      JSON object of these options in camelCase; flags override it
+  --help, --version
+Limits (see README for the action taken when each is hit):
+${limitLines.join("\n")}
+`;
+}
+
+function parseInteger(flag: string, value: unknown, min: number, max: number): number {
+  const n = typeof value === "number"
+    ? value
+    : typeof value === "string" && /^-?\d+$/.test(value.trim())
+    ? Number(value.trim())
+    : NaN;
+  if (!Number.isSafeInteger(n)) {
+    throw new UsageError(`--${flag}: expected an integer, got "${value}"`);
+  }
+  if (n < min || n > max) {
+    throw new UsageError(`--${flag}: must be between ${min} and ${max}, got ${n}`);
+  }
+  return n;
+}
+
+/** Defaults of the non-limit settings. */
+export const CLI_DEFAULTS = {
+  host: "0.0.0.0",
+  port: 1883,
+  tlsPort: 8883,
+  pskPort: 8884,
+  wsPath: "/mqtt",
+  stunnel: "stunnel",
+  logLevel: "info" as LogLevel,
+  sync: "normal" as const,
+  sysIntervalS: 10,
+};
+
+/**
+ * Parses argv (without the program name). `readConfig` reads the `--config` file. Throws
+ * UsageError naming the bad flag, config key or file.
+ */
+export function parseCliArgs(
+  args: string[],
+  readConfig: (path: string) => string = (path) => Deno.readTextFileSync(path),
+): CliConfig & { help: boolean; version: boolean } {
+  const options: Record<string, { type: "string" | "boolean" }> = {};
+  for (const flag of Object.keys(STRING_FLAGS)) options[flag] = { type: "string" };
+  for (const flag of Object.keys(PORT_FLAGS)) options[flag] = { type: "string" };
+  for (const flag of Object.keys(BOOLEAN_FLAGS)) options[flag] = { type: "boolean" };
+  for (const [flag] of LIMIT_FLAGS) options[flag] = { type: "string" };
+  options["sys-interval"] = { type: "string" };
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new UsageError(message.split("\n")[0].replace(/\. To specify a positional.*$/, ""));
+  }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  // The config file's keys are the flags in camelCase; flags given on the command line win.
+  const merged: Record<string, unknown> = {};
+  if (typeof values.config === "string") {
+    let text: string;
+    try {
+      text = readConfig(values.config);
+    } catch (error) {
+      throw new UsageError(
+        `--config ${values.config}: ${error instanceof Error ? error.message : error}`,
+      );
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (error) {
+      throw new UsageError(
+        `--config ${values.config}: not valid JSON: ${(error as Error).message}`,
+      );
+    }
+    if (json === null || typeof json !== "object" || Array.isArray(json)) {
+      throw new UsageError(`--config ${values.config}: must hold a JSON object`);
+    }
+    const known = new Map<string, string>();
+    for (const [flag, key] of Object.entries({ ...STRING_FLAGS, ...PORT_FLAGS })) {
+      known.set(key, flag);
+    }
+    for (const [flag, key] of LIMIT_FLAGS) known.set(key, flag);
+    known.set("allowAnonymous", "allow-anonymous");
+    known.set("tcp", "tcp");
+    known.set("sysInterval", "sys-interval");
+    for (const [key, value] of Object.entries(json as Record<string, unknown>)) {
+      const flag = known.get(key);
+      if (flag === undefined || key === "config") {
+        throw new UsageError(`--config ${values.config}: unknown key "${key}"`);
+      }
+      merged[flag] = value;
+    }
+  }
+  for (const [flag, value] of Object.entries(values)) if (value !== undefined) merged[flag] = value;
+
+  const str = (flag: string): string | undefined => {
+    const v = merged[flag];
+    if (v === undefined) return undefined;
+    if (typeof v !== "string" || v === "") {
+      throw new UsageError(`--${flag}: expected a non-empty string`);
+    }
+    return v;
+  };
+  const bool = (flag: string): boolean | undefined => {
+    const v = merged[flag];
+    if (v === undefined) return undefined;
+    if (typeof v !== "boolean") throw new UsageError(`--${flag}: expected true or false`);
+    return v;
+  };
+  const port = (flag: string, fallback?: number): number | undefined =>
+    merged[flag] === undefined ? fallback : parseInteger(flag, merged[flag], 0, 65535);
+
+  const logLevel = (str("log-level") ?? CLI_DEFAULTS.logLevel) as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`);
+  }
+  const sync = str("sync") ?? CLI_DEFAULTS.sync;
+  if (sync !== "full" && sync !== "normal" && sync !== "off") {
+    throw new UsageError(`--sync: must be full, normal or off, got "${sync}"`);
+  }
+  const limits: Partial<Limits> = {};
+  for (const [flag, name] of LIMIT_FLAGS) {
+    if (merged[flag] === undefined) continue;
+    const [min, max] = LIMIT_RANGES[name];
+    limits[name] = parseInteger(flag, merged[flag], min, max);
+  }
+  const wsPath = str("ws-path") ?? CLI_DEFAULTS.wsPath;
+  if (!wsPath.startsWith("/")) {
+    throw new UsageError(`--ws-path: must start with "/", got "${wsPath}"`);
+  }
+  const tcp = merged["tcp"] === undefined ? !bool("no-tcp") : merged["tcp"] === true;
+  const config: CliConfig & { help: boolean; version: boolean } = {
+    host: str("host") ?? CLI_DEFAULTS.host,
+    port: port("port", CLI_DEFAULTS.port)!,
+    tcp,
+    logLevel,
+    limits,
+    tlsCert: str("tls-cert"),
+    tlsKey: str("tls-key"),
+    tlsPort: port("tls-port", CLI_DEFAULTS.tlsPort)!,
+    pskFile: str("psk-file"),
+    pskPort: port("psk-port", CLI_DEFAULTS.pskPort)!,
+    stunnel: str("stunnel") ?? CLI_DEFAULTS.stunnel,
+    wsPort: port("ws-port"),
+    wssPort: port("wss-port"),
+    wsPath,
+    passwordFile: str("password-file"),
+    aclFile: str("acl-file"),
+    allowAnonymous: bool("allow-anonymous"),
+    dataDir: str("data-dir"),
+    sync,
+    sysIntervalS: merged["sys-interval"] === undefined
+      ? CLI_DEFAULTS.sysIntervalS
+      : parseInteger("sys-interval", merged["sys-interval"], 0, 86_400),
+    help: bool("help") ?? false,
+    version: bool("version") ?? false,
+  };
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
+    throw new UsageError(`--tls-cert and --tls-key go together`);
+  }
+  if (config.wssPort !== undefined && config.tlsCert === undefined) {
+    throw new UsageError(`--wss-port needs --tls-cert and --tls-key`);
+  }
+  if (!config.tcp && !config.tlsCert && !config.pskFile && config.wsPort === undefined) {
+    throw new UsageError(`--no-tcp leaves no listener: add --tls-cert, --psk-file or --ws-port`);
+  }
+  return config;
+}
