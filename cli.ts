@@ -3,23 +3,30 @@
  *
  * Each feature asks only for the permission it needs: plain MQTT needs `--allow-net`; a password,
  * ACL, certificate or PSK file needs `--allow-read` of that file; the PSK sidecar needs
- * `--allow-run=stunnel`; `--data-dir` needs `--allow-read` and `--allow-write` of that folder.
+ * `--allow-run=stunnel` (and `--allow-write`/`--allow-read` of the temporary directory its
+ * configuration goes to); `--data-dir` needs `--allow-read` and `--allow-write` of that folder.
  *
  * @module
  */
 import { Broker } from "./mod.ts";
-import { parseCliArgs, UsageError, VERSION } from "./src/cli_args.ts";
-import { helpText } from "./src/cli_args.ts";
+import { FileAuth } from "./src/auth/file_auth.ts";
+import { setPasswordInFile } from "./src/auth/password_file.ts";
+import { type CliConfig, helpText, parseCliArgs, UsageError, VERSION } from "./src/cli_args.ts";
 import { createLogger, type Logger } from "./src/logger.ts";
+import { SqlitePersistence } from "./src/persistence/sqlite.ts";
+import { acceptProxied } from "./src/transport/proxy_protocol.ts";
+import { PskSidecar } from "./src/transport/psk_sidecar.ts";
+import { createWebSocketHandler } from "./src/transport/websocket.ts";
 
 /** Something to stop at shutdown, in reverse order of starting. */
 type Stopper = () => Promise<void> | void;
 
+// stunnel dying this many times within the window makes the broker exit rather than run without PSK.
+const SIDECAR_RESTARTS = 3;
+const SIDECAR_WINDOW_MS = 60_000;
+
 function errorText(error: unknown): string {
-  if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
-    return `${error.message.split("\n")[0]}`;
-  }
-  return error instanceof Error ? error.message.split("\n")[0] : String(error);
+  return error instanceof Error ? error.message.split("\n")[0] : String(error).split("\n")[0];
 }
 
 function readFileFor(flag: string, path: string): string {
@@ -30,10 +37,15 @@ function readFileFor(flag: string, path: string): string {
   }
 }
 
+function isLoopback(addr: Deno.Addr): boolean {
+  const host = (addr as Deno.NetAddr).hostname ?? "";
+  return host.startsWith("127.") || host === "::1" || host === "::ffff:127.0.0.1";
+}
+
 /** Runs the broker until SIGINT or SIGTERM; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   if (args[0] === "passwd") return await passwd(args.slice(1));
-  let config;
+  let config: ReturnType<typeof parseCliArgs>;
   try {
     config = parseCliArgs(args);
   } catch (error) {
@@ -50,37 +62,188 @@ export async function main(args: string[]): Promise<number> {
   }
   const log = createLogger(config.logLevel);
   const stoppers: Stopper[] = [];
-  let broker: Broker | undefined;
+  let fail: (reason: string) => void = () => {};
+  const fatal = new Promise<string>((resolve) => fail = resolve);
+  let auth: FileAuth | undefined;
   try {
-    broker = new Broker({
-      limits: config.limits,
-      logger: log,
-      sysIntervalMs: config.sysIntervalS * 1000,
-    });
-    stoppers.push(() => broker!.close());
-    if (config.tcp) await broker.listen({ hostname: config.host, port: config.port });
-    if (config.tlsCert !== undefined && config.tlsKey !== undefined) {
-      const cert = readFileFor("tls-cert", config.tlsCert);
-      const key = readFileFor("tls-key", config.tlsKey);
-      try {
-        await broker.listen({ hostname: config.host, port: config.tlsPort, tls: { cert, key } });
-      } catch (error) {
-        throw new UsageError(`--tls-cert/--tls-key: ${errorText(error)}`);
-      }
-    }
+    auth = await loadAuth(config);
+    const broker = await startBroker(config, log, auth, stoppers);
+    await startListeners(config, log, broker, stoppers, (reason) => fail(reason));
   } catch (error) {
     await stopAll(stoppers, log);
-    if (error instanceof UsageError) {
-      console.error(`error: ${error.message}`);
-      return 2;
-    }
     console.error(`error: ${errorText(error)}`);
-    return 1;
+    return error instanceof UsageError ? 2 : 1;
   }
-  const signal = await waitForSignal();
-  log.info(`${signal}: shutting down`);
+  const reload = auth === undefined ? undefined : () => {
+    auth!.reload().then((result) => {
+      if (result.ok) log.info("SIGHUP: password and ACL files reloaded");
+      else log.error(`SIGHUP: kept the previous rules: ${result.error}`);
+    }).catch((error) => log.error(`SIGHUP: ${errorText(error)}`));
+  };
+  if (reload !== undefined && Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", reload);
+  const signals = waitForSignals();
+  const outcome = await Promise.race([signals.signal, fatal.then((reason) => ({ fatal: reason }))]);
+  signals.remove();
+  if (reload !== undefined && Deno.build.os !== "windows") {
+    Deno.removeSignalListener("SIGHUP", reload);
+  }
+  if (typeof outcome === "string") log.info(`${outcome}: shutting down`);
+  else log.error(`shutting down: ${outcome.fatal}`);
   await stopAll(stoppers, log);
-  return 0;
+  return typeof outcome === "string" ? 0 : 1;
+}
+
+async function loadAuth(config: CliConfig): Promise<FileAuth | undefined> {
+  if (config.passwordFile === undefined && config.aclFile === undefined) {
+    if (config.allowAnonymous === false) {
+      return await FileAuth.load({ allowAnonymous: false });
+    }
+    return undefined;
+  }
+  try {
+    return await FileAuth.load({
+      passwordFile: config.passwordFile,
+      aclFile: config.aclFile,
+      allowAnonymous: config.allowAnonymous,
+    });
+  } catch (error) {
+    const flag = config.passwordFile !== undefined && errorText(error).includes(config.passwordFile)
+      ? "--password-file"
+      : config.aclFile !== undefined
+      ? "--acl-file"
+      : "--password-file";
+    throw new UsageError(`${flag}: ${errorText(error)}`);
+  }
+}
+
+async function startBroker(
+  config: CliConfig,
+  log: Logger,
+  auth: FileAuth | undefined,
+  stoppers: Stopper[],
+): Promise<Broker> {
+  const persistence = config.dataDir === undefined ? undefined : new SqlitePersistence({
+    dir: config.dataDir,
+    sync: config.sync,
+    log: (level, message) => log[level](`persistence: ${message}`),
+  });
+  const broker = new Broker({
+    limits: config.limits,
+    logger: log,
+    sysIntervalMs: config.sysIntervalS * 1000,
+    persistence,
+    authenticate: auth?.authenticate,
+    authorizePublish: auth?.authorizePublish,
+    authorizeSubscribe: auth?.authorizeSubscribe,
+    authorizeForward: auth?.authorizeForward,
+  });
+  stoppers.push(() => broker.close());
+  try {
+    await broker.ready;
+  } catch (error) {
+    throw new UsageError(`--data-dir ${config.dataDir}: ${errorText(error)}`);
+  }
+  return broker;
+}
+
+async function startListeners(
+  config: CliConfig,
+  log: Logger,
+  broker: Broker,
+  stoppers: Stopper[],
+  fail: (reason: string) => void,
+): Promise<void> {
+  const host = config.host;
+  if (config.tcp) await broker.listen({ hostname: host, port: config.port });
+  let tls: { cert: string; key: string } | undefined;
+  if (config.tlsCert !== undefined && config.tlsKey !== undefined) {
+    tls = {
+      cert: readFileFor("tls-cert", config.tlsCert),
+      key: readFileFor("tls-key", config.tlsKey),
+    };
+    try {
+      await broker.listen({ hostname: host, port: config.tlsPort, tls });
+    } catch (error) {
+      if (error instanceof Deno.errors.AddrInUse) throw error;
+      throw new UsageError(
+        `--tls-cert ${config.tlsCert} / --tls-key ${config.tlsKey}: ${errorText(error)}`,
+      );
+    }
+  }
+  for (const [port, secure] of [[config.wsPort, false], [config.wssPort, true]] as const) {
+    if (port === undefined) continue;
+    const transport = secure ? "wss" : "ws";
+    const handler = createWebSocketHandler(broker, {
+      path: config.wsPath,
+      transport,
+      // A whole packet must fit in what the adapter buffers.
+      maxInboundBytes: 2 * broker.limits.maxPacketSize,
+    });
+    const server = Deno.serve({
+      hostname: host,
+      port,
+      ...(secure ? tls : {}),
+      onListen: (addr) =>
+        log.info(`listening on ${transport} ${addr.hostname}:${addr.port}${config.wsPath}`),
+    }, handler);
+    stoppers.push(() => server.shutdown());
+  }
+  if (config.pskFile !== undefined) {
+    // The sidecar's only way in: loopback, and every connection must start with a PROXY header.
+    const inner = await broker.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      transport: "psk",
+      accept: (conn) => {
+        if (!isLoopback(conn.remoteAddr)) {
+          return Promise.reject(new Error("not from the PSK sidecar"));
+        }
+        return acceptProxied(conn, "psk");
+      },
+    });
+    const options = {
+      pskFile: config.pskFile,
+      hostname: host,
+      port: config.pskPort,
+      targetPort: inner.port,
+      stunnel: config.stunnel,
+      log: (level: "info" | "warn" | "error", message: string) => log[level](`stunnel: ${message}`),
+    };
+    let sidecar: PskSidecar | undefined;
+    const deaths: number[] = [];
+    let stopped = false;
+    stoppers.push(() => {
+      stopped = true;
+      return sidecar?.stop();
+    });
+    // Never run on silently without PSK: restart stunnel, or exit non-zero when it keeps dying.
+    const onSidecarExit = (status: Deno.CommandStatus): void => {
+      if (stopped) return;
+      const now = Date.now();
+      deaths.push(now);
+      while (deaths.length > 0 && now - deaths[0] > SIDECAR_WINDOW_MS) deaths.shift();
+      if (deaths.length > SIDECAR_RESTARTS) {
+        fail(
+          `stunnel exited ${deaths.length} times within ${
+            SIDECAR_WINDOW_MS / 1000
+          } s (last: code ${status.code})`,
+        );
+        return;
+      }
+      log.error(`stunnel exited (code ${status.code}, signal ${status.signal}); restarting it`);
+      PskSidecar.start({ ...options, onExit: onSidecarExit }).then((next) => {
+        if (stopped) return next.stop();
+        sidecar = next;
+        log.info(`stunnel restarted (pid ${next.pid})`);
+      }, (error) => fail(`stunnel could not be restarted: ${errorText(error)}`));
+    };
+    try {
+      sidecar = await PskSidecar.start({ ...options, onExit: onSidecarExit });
+    } catch (error) {
+      throw new UsageError(`--psk-file ${config.pskFile}: ${errorText(error)}`);
+    }
+    log.info(`listening on tls-psk ${host}:${config.pskPort} (stunnel pid ${sidecar.pid})`);
+  }
 }
 
 async function stopAll(stoppers: Stopper[], log: Logger): Promise<void> {
@@ -91,25 +254,88 @@ async function stopAll(stoppers: Stopper[], log: Logger): Promise<void> {
       log.error(`shutdown: ${errorText(error)}`);
     }
   }
+  stoppers.length = 0;
 }
 
-function waitForSignal(): Promise<string> {
-  return new Promise((resolve) => {
-    const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-    const handlers = signals.map((signal) => {
-      const handler = () => {
-        for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-        resolve(signal);
-      };
-      Deno.addSignalListener(signal, handler);
-      return [signal, handler] as const;
-    });
+function waitForSignals(): { signal: Promise<string>; remove(): void } {
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  const handlers: [Deno.Signal, () => void][] = [];
+  const signal = new Promise<string>((resolve) => {
+    for (const s of signals) {
+      const handler = () => resolve(s);
+      Deno.addSignalListener(s, handler);
+      handlers.push([s, handler]);
+    }
   });
+  return {
+    signal,
+    remove: () => {
+      for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+    },
+  };
 }
 
-async function passwd(_args: string[]): Promise<number> {
-  console.error("error: passwd is not available yet");
-  return 2;
+async function readPasswordLine(prompt: string): Promise<string> {
+  const encoder = new TextEncoder();
+  const stdin = Deno.stdin;
+  const terminal = stdin.isTerminal();
+  if (terminal) {
+    Deno.stderr.writeSync(encoder.encode(prompt));
+    stdin.setRaw(true);
+  }
+  const bytes: number[] = [];
+  const buffer = new Uint8Array(1);
+  try {
+    for (;;) {
+      const n = await stdin.read(buffer);
+      if (n === null) break;
+      const c = buffer[0];
+      if (c === 10 || c === 13) break;
+      if (terminal && c === 3) throw new UsageError("passwd: interrupted");
+      if (terminal && (c === 127 || c === 8)) {
+        bytes.pop();
+        continue;
+      }
+      bytes.push(c);
+    }
+  } finally {
+    if (terminal) {
+      stdin.setRaw(false);
+      Deno.stderr.writeSync(encoder.encode("\n"));
+    }
+  }
+  return new TextDecoder().decode(new Uint8Array(bytes));
+}
+
+/** `cli.ts passwd FILE USER`: adds or changes a user; the password comes from a prompt or stdin. */
+async function passwd(args: string[]): Promise<number> {
+  if (args.length !== 2 || args[0].startsWith("-") || args[1].startsWith("-")) {
+    console.error(
+      "error: usage: cli.ts passwd FILE USER (the password is read from the terminal or stdin)",
+    );
+    return 2;
+  }
+  const [file, user] = args;
+  if (user.includes(":") || user === "") {
+    console.error(`error: passwd: user name must be non-empty and must not contain ":"`);
+    return 2;
+  }
+  try {
+    const password = await readPasswordLine("Password: ");
+    if (Deno.stdin.isTerminal() && (await readPasswordLine("Reenter password: ")) !== password) {
+      console.error("error: passwd: the passwords do not match");
+      return 2;
+    }
+    if (password === "") {
+      console.error("error: passwd: empty password");
+      return 2;
+    }
+    await setPasswordInFile(file, user, password);
+  } catch (error) {
+    console.error(`error: passwd ${file}: ${errorText(error)}`);
+    return error instanceof UsageError ? 2 : 1;
+  }
+  return 0;
 }
 
 if (import.meta.main) {

@@ -51,3 +51,45 @@ export type {
 export type { QoS, Subscription } from "./src/codec/packet.ts";
 export type { BrokerConn } from "./src/transport/types.ts";
 export { createLogger, type Logger, type LogLevel, type LogSink } from "./src/logger.ts";
+export { FileAuth, type FileAuthOptions, type ReloadResult } from "./src/auth/file_auth.ts";
+export {
+  DEFAULT_ITERATIONS,
+  hashPassword,
+  PasswordFile,
+  setPasswordInFile,
+} from "./src/auth/password_file.ts";
+export { Acl, type ClientAcl } from "./src/auth/acl.ts";
+export type {
+  LoadedSession,
+  LoadedState,
+  LoadLimits,
+  LoadResult,
+  OpenReport,
+  OutboundRecord,
+  OutboundState,
+  Persistence,
+  SessionRecord,
+  SkippedCounts,
+  StoredMessage,
+} from "./src/persistence/persistence.ts";
+export { MemoryPersistence } from "./src/persistence/memory.ts";
+export {
+  type PersistenceLogLevel,
+  SqlitePersistence,
+  type SqlitePersistenceOptions,
+  type SyncMode,
+} from "./src/persistence/sqlite.ts";
+export {
+  type ConnectionHandler,
+  createWebSocketHandler,
+  webSocketConn,
+  type WebSocketConnOptions,
+  type WebSocketHandlerOptions,
+} from "./src/transport/websocket.ts";
+export {
+  PskSidecar,
+  type PskSidecarOptions,
+  stunnelConfig,
+  type StunnelConfigOptions,
+  type StunnelDebugLevel,
+} from "./src/transport/psk_sidecar.ts";

@@ -16,7 +16,7 @@ import type {
   ClientInfo,
   RemoteAddress,
 } from "./hooks.ts";
-import { createLogger, type Logger, type LogLevel } from "./logger.ts";
+import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from "./logger.ts";
 import { Message } from "./message.ts";
 import { type Limits, resolveLimits } from "./options.ts";
 import { RetainedStore } from "./retained_store.ts";
@@ -24,6 +24,8 @@ import { Router } from "./router.ts";
 import type { Session, SessionContext } from "./session/session.ts";
 import { type BrokerStats, Counters } from "./stats.ts";
 import { validateTopicName } from "./topic/topic.ts";
+import { DurableState, restoreState } from "./durable_state.ts";
+import type { Persistence } from "./persistence/persistence.ts";
 import { VERSION } from "./version.ts";
 import type { BrokerConn } from "./transport/types.ts";
 
@@ -48,6 +50,12 @@ export interface BrokerOptions {
    * like mosquitto's `sys_interval`. 0 (the default for embedding; the CLI uses 10 s) = off.
    */
   sysIntervalMs?: number;
+  /**
+   * Where persistent sessions and retained messages are kept across restarts: a
+   * `SqlitePersistence` (or any `Persistence`). Without it, state lives in memory only and ends
+   * with the process. With it, PUBACK/PUBREC/SUBACK to a client wait until the change is stored.
+   */
+  persistence?: Persistence;
 }
 
 /** Where and how `broker.listen()` accepts connections. */
@@ -94,7 +102,6 @@ export type BrokerEventListener<K extends keyof BrokerEventMap> = (
 ) => void;
 
 const SWEEP_MS = 250;
-const SESSION_SWEEP_EVERY = 40;
 // Connections arriving while at maxConnections are read only to send CONNACK 0x03; past this
 // many of those at once they are closed unanswered.
 const MAX_REFUSING = 1024;
@@ -134,16 +141,19 @@ export class Broker extends EventTarget {
   readonly #connections = new Set<Connection>();
   readonly #listeners = new Set<{ close(): void; done: Promise<void> }>();
   readonly #handlers = new Map<string, Set<unknown>>();
+  readonly #wrapped = new WeakMap<object, EventListener>();
   readonly #log: Logger;
   readonly #ctx: BrokerContext;
   #mirror: StateMirror | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #sysTimer: ReturnType<typeof setInterval> | undefined;
   readonly #startedAt = Date.now();
-  #sweeps = 0;
+  #nextExpiry = 0;
   #refusing = 0;
   #closed = false;
   #closing: Promise<void> | undefined;
+  #ready: Promise<void>;
+  #store: Persistence | undefined;
 
   constructor(options: BrokerOptions = {}) {
     super();
@@ -162,6 +172,16 @@ export class Broker extends EventTarget {
       if (options[hook] !== undefined && typeof options[hook] !== "function") {
         throw new TypeError(`Broker option "${hook}" must be a function`);
       }
+    }
+    if (
+      options.logger === undefined && options.logLevel !== undefined &&
+      !LOG_LEVELS.includes(options.logLevel)
+    ) {
+      throw new RangeError(
+        `Broker option "logLevel" must be one of ${LOG_LEVELS.join(", ")}, got ${
+          String(options.logLevel)
+        }`,
+      );
     }
     this.#log = options.logger ?? createLogger(options.logLevel ?? "info");
     this.#retained = new RetainedStore(this.#limits, this.#counters);
@@ -199,6 +219,24 @@ export class Broker extends EventTarget {
         this.#connectionClosed(connection, will, reason),
       generateClientId: () => prefix + (++nextId).toString(36),
     };
+    this.#ready = Promise.resolve();
+    if (options.persistence !== undefined) {
+      const store = options.persistence;
+      const durable = new DurableState(store);
+      this.#store = store;
+      this.#mirror = durable;
+      sessionContext.observer = durable;
+      this.#ready = restoreState(store, {
+        limits: this.#limits,
+        log: this.#log,
+        router: this.#router,
+        retained: this.#retained,
+        sessions: this.#sessions,
+        sessionContext,
+      });
+      // Reported through ready/listen/handle; never an unhandled rejection.
+      this.#ready.catch(() => {});
+    }
     const sysIntervalMs = options.sysIntervalMs ?? 0;
     if (!Number.isInteger(sysIntervalMs) || sysIntervalMs < 0) {
       throw new RangeError(
@@ -238,6 +276,14 @@ export class Broker extends EventTarget {
     }
   }
 
+  /**
+   * Resolves once the broker is ready: with `persistence`, when the stored state is loaded;
+   * rejects when the store cannot be used (e.g. written by a newer version).
+   */
+  get ready(): Promise<void> {
+    return this.#ready;
+  }
+
   /** The limits in force, defaults filled in. */
   get limits(): Readonly<Limits> {
     return this.#limits;
@@ -260,12 +306,13 @@ export class Broker extends EventTarget {
     listener: any,
     options?: boolean | AddEventListenerOptions,
   ): void {
-    if (listener !== null) {
-      let set = this.#handlers.get(type);
-      if (set === undefined) this.#handlers.set(type, set = new Set());
-      set.add(listener);
+    if (listener === null || listener === undefined) {
+      return super.addEventListener(type, listener, options);
     }
-    super.addEventListener(type, listener, options);
+    let set = this.#handlers.get(type);
+    if (set === undefined) this.#handlers.set(type, set = new Set());
+    set.add(listener);
+    super.addEventListener(type, this.#wrap(listener), options);
   }
 
   /** Removes an event listener. */
@@ -285,24 +332,45 @@ export class Broker extends EventTarget {
     listener: any,
     options?: boolean | EventListenerOptions,
   ): void {
-    if (listener !== null) this.#handlers.get(type)?.delete(listener);
-    super.removeEventListener(type, listener, options);
+    if (listener === null || listener === undefined) {
+      return super.removeEventListener(type, listener, options);
+    }
+    this.#handlers.get(type)?.delete(listener);
+    super.removeEventListener(type, this.#wrap(listener), options);
+  }
+
+  // Deno reports a listener's exception as uncaught, which ends the process: a listener that
+  // throws must cost a log line, not the broker.
+  #wrap(listener: EventListenerOrEventListenerObject): EventListener {
+    let wrapped = this.#wrapped.get(listener);
+    if (wrapped === undefined) {
+      wrapped = (event) => {
+        try {
+          if (typeof listener === "function") (listener as (e: unknown) => void).call(this, event);
+          else (listener as { handleEvent(e: unknown): void }).handleEvent(event);
+        } catch (error) {
+          this.#log.error(`"${event.type}" event listener threw: ${error}`);
+        }
+      };
+      this.#wrapped.set(listener, wrapped);
+    }
+    return wrapped;
   }
 
   #emit<K extends keyof BrokerEventMap>(type: K, detail: BrokerEventMap[K]): void {
-    try {
-      this.dispatchEvent(new CustomEvent(type, { detail }));
-    } catch (error) {
-      // A throwing listener must not take a client's connection down with it.
-      this.#log.error(`"${type}" event listener threw: ${error}`);
-    }
+    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
   /**
    * Listens on TCP (`Deno.listen`) or, with `tls`, on TLS (`Deno.listenTls`), and handles every
    * connection it accepts. Requires `--allow-net`.
    */
-  listen(options: ListenOptions = {}): Promise<Listener> {
+  async listen(options: ListenOptions = {}): Promise<Listener> {
+    await this.#ready;
+    return this.#listen(options);
+  }
+
+  #listen(options: ListenOptions): Promise<Listener> {
     if (this.#closed) return Promise.reject(new Error("Cannot listen: the broker is closed"));
     const hostname = options.hostname ?? "0.0.0.0";
     const port = options.port ?? (options.tls ? 8883 : 1883);
@@ -398,6 +466,12 @@ export class Broker extends EventTarget {
    * (`Deno.Conn`, a WebSocket adapter, a test double). Never rejects for anything the client does.
    */
   async handle(conn: BrokerConn, transport = "tcp"): Promise<void> {
+    try {
+      await this.#ready;
+    } catch {
+      // The store could not be opened: serve nobody.
+      this.#closed = true;
+    }
     if (this.#closed) {
       try {
         conn.close();
@@ -440,16 +514,22 @@ export class Broker extends EventTarget {
   #sweep(): void {
     const now = Date.now();
     for (const connection of this.#connections) connection.check(now);
-    if (++this.#sweeps % SESSION_SWEEP_EVERY === 0) this.#expireSessions(now);
+    if (now >= this.#nextExpiry) this.#expireSessions(now);
   }
 
+  // One pass over the sessions only when the earliest known expiry has come.
   #expireSessions(now: number): void {
+    let next = Infinity;
     for (const session of this.#sessions.values()) {
-      if (session.link === undefined && session.expiresAt !== 0 && session.expiresAt <= now) {
+      if (session.link !== undefined || session.expiresAt === 0) continue;
+      if (session.expiresAt <= now) {
         this.#log.debug(`session ${JSON.stringify(session.clientId)} expired`);
         this.#endSession(session);
+      } else if (session.expiresAt < next) {
+        next = session.expiresAt;
       }
     }
+    this.#nextExpiry = next;
   }
 
   #endSession(session: Session): void {
@@ -469,6 +549,9 @@ export class Broker extends EventTarget {
       } else {
         const expiry = this.#limits.sessionExpiryMs;
         session.expiresAt = expiry === 0 ? 0 : Date.now() + expiry;
+        if (session.expiresAt !== 0 && session.expiresAt < this.#nextExpiry) {
+          this.#nextExpiry = session.expiresAt;
+        }
         this.#mirror?.sessionSaved(session);
       }
     }
@@ -522,7 +605,12 @@ export class Broker extends EventTarget {
    * Publishes a message from the process itself, as if a client had. Throws TypeError for an
    * invalid topic or QoS. Resolves once the message is routed (and stored, with persistence).
    */
-  publish(options: PublishOptions): Promise<void> {
+  async publish(options: PublishOptions): Promise<void> {
+    await this.#ready;
+    return this.#publishFromProcess(options);
+  }
+
+  #publishFromProcess(options: PublishOptions): Promise<void> {
     if (this.#closed) return Promise.reject(new Error("Cannot publish: the broker is closed"));
     const { topic, qos = 0, retain = false } = options;
     if (typeof topic !== "string") {
@@ -591,6 +679,14 @@ export class Broker extends EventTarget {
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
     if (this.#sysTimer !== undefined) clearInterval(this.#sysTimer);
     this.#sweepTimer = this.#sysTimer = undefined;
+    if (this.#store !== undefined) {
+      try {
+        await this.#ready;
+      } catch {
+        return; // Never opened: nothing to close.
+      }
+      await this.#store.close();
+    }
   }
 
   /** `await using broker = new Broker()` closes it at the end of the scope. */

@@ -48,6 +48,7 @@ export class Connection implements SessionLink {
   #conn: BrokerConn;
   #decoder: Decoder;
   #isClosed = false;
+  #firstByteChecked = false;
   #resolveClosed!: () => void;
   #closingSince = 0;
   #lingerReason = "";
@@ -116,6 +117,16 @@ export class Connection implements SessionLink {
       if (this.isClosed) break;
       counters.bytesIn += n;
       this.lastActivity = Date.now();
+      // Anything but CONNECT first is refused from its first byte, not after waiting for a
+      // body it announces [MQTT-3.1.0-1].
+      if (
+        !this.connected && decoder.bufferedBytes === 0 && buffer[0] !== 0x10 &&
+        !this.#firstByteChecked
+      ) {
+        this.#violation(new ProtocolError(`first packet must be CONNECT [MQTT-3.1.0-1]`));
+        break;
+      }
+      this.#firstByteChecked = true;
       try {
         decoder.push(n === buffer.length ? buffer : buffer.subarray(0, n));
         for (let packet = decoder.next(); packet !== undefined; packet = decoder.next()) {

@@ -15,7 +15,8 @@ export interface Limits {
   /** QoS 1/2 messages sent to one client and not yet acknowledged. The rest waits in the session queue. Default 32. */
   maxInflight: number;
   /** Messages waiting in one session's queue (offline, or past `maxInflight`, or a slow socket).
-   * A message that would exceed it is dropped (newest dropped, like mosquitto) and counted as `queueFull`. Default 1 000. */
+   * A message that would exceed it is dropped (newest dropped, like mosquitto) and counted as `queueFull`. Default 10 000
+   * (mosquitto: 1 000; higher here so a subscriber keeping up with bursts of thousands of QoS 1 messages loses none). */
   maxQueued: number;
   /** Payload+topic bytes waiting in one session's queue. Same action as `maxQueued`. Default 16 MiB. */
   maxQueuedBytes: number;
@@ -51,7 +52,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxSessions: 100_000,
   maxSubscriptionsPerSession: 10_000,
   maxInflight: 32,
-  maxQueued: 1_000,
+  maxQueued: 10_000,
   maxQueuedBytes: 16 * 1024 * 1024,
   maxRetained: 100_000,
   maxRetainedBytes: 64 * 1024 * 1024,

@@ -116,6 +116,17 @@ function accept(
 ): void | Promise<void> {
   const { ctx } = connection;
   let session = ctx.sessions.get(clientId);
+  // An expired session the sweep has not reached yet is gone all the same.
+  if (
+    session !== undefined && session.link === undefined && session.expiresAt !== 0 &&
+    session.expiresAt <= Date.now()
+  ) {
+    ctx.router.unsubscribeAll(session);
+    session.discard();
+    ctx.sessions.delete(clientId);
+    ctx.mirror?.sessionDeleted(session);
+    session = undefined;
+  }
   if (session === undefined && ctx.sessions.size >= ctx.limits.maxSessions) {
     return refuse(connection, CONNACK.serverUnavailable, "maxSessions reached");
   }

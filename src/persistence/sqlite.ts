@@ -1,0 +1,804 @@
+/**
+ * A durable store: one SQLite file, `broker.db`, in a data directory, through `node:sqlite`.
+ *
+ * @module
+ */
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { join } from "node:path";
+import { clearImmediate, setImmediate } from "node:timers";
+import type { QoS } from "../codec/packet.ts";
+import type {
+  LoadLimits,
+  LoadResult,
+  OpenReport,
+  OutboundRecord,
+  OutboundState,
+  Persistence,
+  SessionRecord,
+  StoredMessage,
+} from "./persistence.ts";
+
+/** The schema this code writes, kept in `PRAGMA user_version`. A file with a newer one is refused. */
+export const SCHEMA_VERSION = 1;
+
+/** Name of the database file inside the data directory. */
+export const DB_FILE_NAME = "broker.db";
+
+/**
+ * How far `commit()` goes before it resolves:
+ *
+ * - `"normal"` (default): WAL with `synchronous=NORMAL`, and `commit()` resolves after the
+ *   transaction is committed, i.e. written to the WAL file (the operating system has it; no
+ *   fsync). Once the broker has sent PUBACK, PUBREC or SUBACK, a kill -9 of the broker loses
+ *   nothing; a power cut or kernel crash may lose the last commits (never corrupts the file).
+ * - `"full"`: WAL with `synchronous=FULL`: every commit is fsynced before `commit()` resolves, so
+ *   acknowledged data also survives a power cut. Slower: one fsync per batch.
+ * - `"off"`: `commit()` resolves at once and the batch is written (as with `"normal"`) at the end
+ *   of the turn, so acknowledgements do not wait for the disk. Fastest; a kill -9 can lose the
+ *   changes of the last turn, acknowledged or not.
+ */
+export type SyncMode = "full" | "normal" | "off";
+
+/** Severity of a store log line. */
+export type PersistenceLogLevel = "debug" | "info" | "warn" | "error";
+
+/** Options of {@linkcode SqlitePersistence}. */
+export interface SqlitePersistenceOptions {
+  /** Data directory; created with mode 0700 when missing. `broker.db` is created with mode 0600. */
+  dir: string;
+  /** Durability of `commit()`; see {@linkcode SyncMode}. Default `"normal"`. */
+  sync?: SyncMode;
+  /** Receives log lines. Default: warnings and errors go to `console.error`. */
+  log?: (level: PersistenceLogLevel, message: string) => void;
+}
+
+const TABLES: Readonly<Record<string, readonly string[]>> = {
+  retained: ["topic", "payload", "qos"],
+  sessions: ["client_id", "subscriptions", "expires_at"],
+  outbound: ["client_id", "seq", "packet_id", "state", "topic", "payload", "qos", "retain"],
+  inbound_qos2: ["client_id", "packet_id"],
+};
+
+// WITHOUT ROWID: every table is looked up by its primary key and nothing else.
+const SCHEMA = `
+CREATE TABLE retained (
+  topic TEXT PRIMARY KEY,
+  payload BLOB NOT NULL,
+  qos INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE sessions (
+  client_id TEXT PRIMARY KEY,
+  subscriptions TEXT NOT NULL,
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE outbound (
+  client_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  packet_id INTEGER NOT NULL,
+  state INTEGER NOT NULL,
+  topic TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  qos INTEGER NOT NULL,
+  retain INTEGER NOT NULL,
+  PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE inbound_qos2 (
+  client_id TEXT NOT NULL,
+  packet_id INTEGER NOT NULL,
+  PRIMARY KEY (client_id, packet_id)
+) WITHOUT ROWID;
+PRAGMA user_version = ${SCHEMA_VERSION};
+`;
+
+const STATE_CODES: Readonly<Record<OutboundState, number>> = { queued: 0, sent: 1, pubrel: 2 };
+const STATES: readonly OutboundState[] = ["queued", "sent", "pubrel"];
+
+// SQLite primary result codes (the low byte of an extended code).
+const SQLITE_BUSY = 5;
+const SQLITE_LOCKED = 6;
+const SQLITE_CORRUPT = 11;
+const SQLITE_NOTADB = 26;
+
+const SQLITE_MAGIC = "SQLite format 3\0";
+
+const encoder = new TextEncoder();
+
+type Op =
+  | { k: "retain"; topic: string; payload: Uint8Array; qos: QoS }
+  | { k: "unretain"; topic: string }
+  | { k: "saveSession"; clientId: string; subscriptions: string; expiresAt: number }
+  | { k: "deleteSession"; clientId: string }
+  | { k: "addOut"; r: AddOut }
+  | { k: "updateOut"; clientId: string; seq: number; packetId: number; state: number }
+  | { k: "deleteOut"; clientId: string; seq: number }
+  | { k: "addIn"; clientId: string; packetId: number }
+  | { k: "deleteIn"; clientId: string; packetId: number }
+  | { k: "purgeOrphans" };
+
+interface AddOut {
+  cancelled: boolean;
+  clientId: string;
+  seq: number;
+  packetId: number;
+  state: number;
+  topic: string;
+  payload: Uint8Array;
+  qos: QoS;
+  retain: number;
+}
+
+interface Statements {
+  retain: StatementSync;
+  unretain: StatementSync;
+  saveSession: StatementSync;
+  deleteSession: StatementSync;
+  deleteSessionOut: StatementSync;
+  deleteSessionIn: StatementSync;
+  addOut: StatementSync;
+  updateOut: StatementSync;
+  deleteOut: StatementSync;
+  addIn: StatementSync;
+  deleteIn: StatementSync;
+  purgeOrphansOut: StatementSync;
+  purgeOrphansIn: StatementSync;
+}
+
+interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * A {@linkcode Persistence} in one SQLite file, `<dir>/broker.db`, in WAL mode.
+ *
+ * - Group commit: mutations are queued; everything queued in one event-loop turn is written in
+ *   one transaction, scheduled with `setImmediate`. A microtask would close the batch as soon as
+ *   the first handler's promise chain settles; `setImmediate` runs after all I/O callbacks of the
+ *   turn and their microtasks, so every connection whose data arrived in that turn (and any async
+ *   hook it awaited meanwhile) shares the transaction. The write itself is synchronous
+ *   (`DatabaseSync`) and blocks the event loop while it runs; that is what keeps it one batch.
+ *   An outbound record added and then updated or deleted in the same batch is written once or not
+ *   at all.
+ * - Durability: see {@linkcode SyncMode}. A failed transaction is rolled back, logged, and the
+ *   `commit()` promises of that batch reject; the broker must then not acknowledge.
+ * - Layout: tables `retained`, `sessions` (subscriptions as JSON), `outbound` and `inbound_qos2`.
+ *   A message queued for several sessions is stored once per session: simple, at the price of
+ *   disk space for fan-out to many persistent subscribers.
+ * - The file is held with an exclusive lock (`locking_mode=EXCLUSIVE`, no `-shm` file) while
+ *   open, so a second broker on the same directory fails to open instead of sharing it.
+ * - Start-up: a file SQLite cannot read (not a database, truncated, corrupt, failing
+ *   `PRAGMA quick_check`, or with tables this code does not know) is renamed to
+ *   `broker.db.corrupt-YYYYMMDDTHHMMSS` (UTC; its `-wal` and `-shm` files alongside, renamed the
+ *   same way so SQLite would pair them), a warning says so, and the store starts empty. A file
+ *   whose schema version is newer than {@linkcode SCHEMA_VERSION} is refused: `open()` throws and
+ *   leaves the file alone. (The version is read from the file header before SQLite opens it; only
+ *   if the newer version exists solely in an un-checkpointed `-wal` will SQLite fold the `-wal`
+ *   into the file on close, which keeps its content.)
+ * - Payloads are handed to SQLite at the end of the turn: do not mutate them after the call.
+ *
+ * @example Open, load, mirror, acknowledge
+ * ```ts
+ * import { SqlitePersistence } from "./sqlite.ts";
+ *
+ * const store = new SqlitePersistence({ dir: await Deno.makeTempDir(), sync: "normal" });
+ * const report = await store.open();
+ * if (report.movedAside) console.warn(`old store moved to ${report.movedAside.path}`);
+ * const state = store.load({
+ *   maxSessions: 100_000,
+ *   maxRetained: 100_000,
+ *   maxRetainedBytes: 64 << 20,
+ *   maxQueued: 1_000,
+ * });
+ * console.log(state.sessions.length, state.skipped);
+ * store.setRetained({ topic: "a/b", payload: new Uint8Array([1]), qos: 1, retain: true });
+ * await store.commit(); // durable per the sync mode: now PUBACK may go out
+ * await store.close();
+ * ```
+ */
+export class SqlitePersistence implements Persistence {
+  readonly #dir: string;
+  readonly #path: string;
+  readonly #sync: SyncMode;
+  readonly #log: (level: PersistenceLogLevel, message: string) => void;
+  #db: DatabaseSync | undefined;
+  #st: Statements | undefined;
+  #ops: Op[] = [];
+  #adds = new Map<string, AddOut>();
+  #deferred: Deferred | undefined;
+  #immediate: ReturnType<typeof setImmediate> | undefined;
+  #commits = 0;
+  #droppedWhileClosed = 0;
+
+  /**
+   * Creates the store; nothing touches the disk before `open()`.
+   *
+   * @throws {TypeError} when `dir` is not a non-empty string or `sync` is not a known mode.
+   */
+  constructor(options: SqlitePersistenceOptions) {
+    if (typeof options?.dir !== "string" || options.dir === "") {
+      throw new TypeError('Option "dir" must be a non-empty directory path');
+    }
+    const sync = options.sync ?? "normal";
+    if (sync !== "full" && sync !== "normal" && sync !== "off") {
+      throw new TypeError(`Option "sync" must be "full", "normal" or "off", got ${String(sync)}`);
+    }
+    this.#dir = options.dir;
+    this.#path = join(options.dir, DB_FILE_NAME);
+    this.#sync = sync;
+    this.#log = options.log ?? defaultLog;
+  }
+
+  /** Path of the database file. */
+  get path(): string {
+    return this.#path;
+  }
+
+  /** True while changes are queued and not yet written. */
+  get pending(): boolean {
+    return this.#ops.length > 0;
+  }
+
+  /** Transactions committed since the store was created. */
+  get commits(): number {
+    return this.#commits;
+  }
+
+  /**
+   * Opens `<dir>/broker.db`, creating the directory (0700) and the file (0600) when missing.
+   *
+   * @throws {Error} when the file has a newer schema version, is locked by another process, or
+   * cannot be opened for another reason than its content (permissions, I/O).
+   */
+  async open(): Promise<OpenReport> {
+    if (this.#db !== undefined) throw new Error(`Cannot open ${this.#path}: it is already open`);
+    await Deno.mkdir(this.#dir, { recursive: true, mode: 0o700 });
+    let movedAside: OpenReport["movedAside"];
+    if (await exists(this.#path)) {
+      const reason = await this.#inspect();
+      if (reason !== undefined) {
+        const path = await moveAside(this.#path);
+        movedAside = { path, reason };
+        this.#log(
+          "warn",
+          `${this.#path} could not be read (${reason}); moved it to ${path} and starting with an empty store`,
+        );
+      }
+    }
+    if (!(await exists(this.#path))) {
+      // SQLite would create it with 0644; its -wal file copies the mode of the database file.
+      (await Deno.open(this.#path, { createNew: true, write: true, mode: 0o600 })).close();
+    }
+    const db = new DatabaseSync(this.#path);
+    let created = false;
+    try {
+      db.exec("PRAGMA locking_mode = EXCLUSIVE");
+      const mode = db.prepare("PRAGMA journal_mode = WAL").get()?.journal_mode;
+      if (mode !== "wal") throw new Error(`journal_mode is ${String(mode)}, not wal`);
+      db.exec(`PRAGMA synchronous = ${this.#sync === "full" ? "FULL" : "NORMAL"}`);
+      db.exec("PRAGMA journal_size_limit = 16777216");
+      // Takes the write lock now, and keeps it (exclusive locking mode) until close.
+      db.exec("BEGIN EXCLUSIVE");
+      if (userVersion(db) === 0) {
+        db.exec(SCHEMA);
+        created = true;
+      }
+      db.exec("COMMIT");
+      this.#st = prepare(db);
+    } catch (error) {
+      db.close();
+      throw openError(this.#path, error);
+    }
+    this.#db = db;
+    this.#log("debug", `opened ${this.#path} (sync ${this.#sync})`);
+    return movedAside ? { created: true, movedAside } : { created };
+  }
+
+  /** Returns the stored state within `limits`; queues the deletion of what is left out. */
+  load(limits: LoadLimits): LoadResult {
+    const db = this.#db;
+    if (db === undefined) throw new Error("Cannot load: the store is not open");
+    this.#flush();
+    const now = limits.now ?? Date.now();
+    const skipped = { sessions: 0, expiredSessions: 0, retained: 0, messages: 0 };
+
+    const retained: StoredMessage[] = [];
+    let retainedBytes = 0;
+    for (
+      const row of db.prepare("SELECT topic, payload, qos FROM retained ORDER BY topic").iterate()
+    ) {
+      const topic = row.topic as string;
+      const payload = row.payload as Uint8Array;
+      const qos = toQos(row.qos);
+      const size = encoder.encode(topic).length + payload.length;
+      if (
+        qos !== undefined && retained.length < limits.maxRetained &&
+        retainedBytes + size <= limits.maxRetainedBytes
+      ) {
+        retained.push({ topic, payload, qos, retain: true });
+        retainedBytes += size;
+      } else {
+        skipped.retained++;
+        this.#push({ k: "unretain", topic });
+      }
+    }
+
+    const sessions: LoadResult["sessions"] = [];
+    // clientId → loaded session, or null when it exists but is not loaded.
+    const byId = new Map<string, LoadResult["sessions"][number] | null>();
+    const sessionRows = db.prepare(
+      "SELECT client_id, subscriptions, expires_at FROM sessions ORDER BY client_id",
+    );
+    for (const row of sessionRows.iterate()) {
+      const clientId = row.client_id as string;
+      const expiresAt = row.expires_at as number;
+      const subscriptions = parseSubscriptions(row.subscriptions);
+      if (subscriptions === undefined) {
+        this.#log("warn", `session ${JSON.stringify(clientId)} has unreadable subscriptions`);
+      }
+      const expired = expiresAt !== 0 && expiresAt <= now;
+      if (subscriptions === undefined || expired || sessions.length >= limits.maxSessions) {
+        if (expired) skipped.expiredSessions++;
+        else skipped.sessions++;
+        byId.set(clientId, null);
+        this.deleteSession(clientId);
+        continue;
+      }
+      const session: LoadResult["sessions"][number] = {
+        clientId,
+        subscriptions,
+        expiresAt,
+        outbound: [],
+        inboundQos2: [],
+      };
+      sessions.push(session);
+      byId.set(clientId, session);
+    }
+
+    let orphans = false;
+    let current = "";
+    let queued = 0;
+    const outboundRows = db.prepare(
+      "SELECT client_id, seq, packet_id, state, topic, payload, qos, retain FROM outbound ORDER BY client_id, seq",
+    );
+    for (const row of outboundRows.iterate()) {
+      const clientId = row.client_id as string;
+      const session = byId.get(clientId);
+      if (!session) {
+        // null: deleted with its session; undefined: no session at all.
+        if (session === undefined) orphans = true;
+        skipped.messages++;
+        continue;
+      }
+      if (clientId !== current) {
+        current = clientId;
+        queued = 0;
+      }
+      const seq = row.seq as number;
+      const state = STATES[row.state as number];
+      const qos = toQos(row.qos);
+      if (
+        state === undefined || qos === undefined ||
+        (state === "queued" && ++queued > limits.maxQueued)
+      ) {
+        skipped.messages++;
+        this.#push({ k: "deleteOut", clientId, seq });
+        continue;
+      }
+      session.outbound.push({
+        clientId,
+        seq,
+        packetId: row.packet_id as number,
+        state,
+        message: {
+          topic: row.topic as string,
+          payload: row.payload as Uint8Array,
+          qos,
+          retain: row.retain !== 0,
+        },
+      });
+    }
+    const inboundRows = db.prepare(
+      "SELECT client_id, packet_id FROM inbound_qos2 ORDER BY client_id, packet_id",
+    );
+    for (const row of inboundRows.iterate()) {
+      const session = byId.get(row.client_id as string);
+      if (session) session.inboundQos2.push(row.packet_id as number);
+      else if (session === undefined) orphans = true;
+    }
+    if (orphans) this.#push({ k: "purgeOrphans" });
+    return { retained, sessions, skipped };
+  }
+
+  /** Queues storing or (empty payload) deleting a retained message. */
+  setRetained(message: StoredMessage): void {
+    if (message.payload.length === 0) this.#push({ k: "unretain", topic: message.topic });
+    else {
+      this.#push({ k: "retain", topic: message.topic, payload: message.payload, qos: message.qos });
+    }
+  }
+
+  /** Queues inserting or replacing a session record. */
+  saveSession(record: SessionRecord): void {
+    this.#push({
+      k: "saveSession",
+      clientId: record.clientId,
+      subscriptions: JSON.stringify(record.subscriptions.map((s) => [s.topicFilter, s.qos])),
+      expiresAt: record.expiresAt,
+    });
+  }
+
+  /** Queues deleting a session with its outbound and inbound records. */
+  deleteSession(clientId: string): void {
+    this.#push({ k: "deleteSession", clientId });
+  }
+
+  /** Queues adding (or replacing) an outbound record. */
+  addOutbound(record: OutboundRecord): void {
+    const m = record.message;
+    const r: AddOut = {
+      cancelled: false,
+      clientId: record.clientId,
+      seq: record.seq,
+      packetId: record.packetId,
+      state: STATE_CODES[record.state],
+      topic: m.topic,
+      payload: m.payload,
+      qos: m.qos,
+      retain: m.retain ? 1 : 0,
+    };
+    if (this.#push({ k: "addOut", r })) this.#adds.set(outKey(record.clientId, record.seq), r);
+  }
+
+  /** Queues changing an outbound record's packet id and state. */
+  updateOutbound(clientId: string, seq: number, packetId: number, state: OutboundState): void {
+    const added = this.#adds.get(outKey(clientId, seq));
+    if (added !== undefined) {
+      // Not written yet: write it once, in its final state.
+      added.packetId = packetId;
+      added.state = STATE_CODES[state];
+      return;
+    }
+    this.#push({ k: "updateOut", clientId, seq, packetId, state: STATE_CODES[state] });
+  }
+
+  /** Queues deleting an outbound record. */
+  deleteOutbound(clientId: string, seq: number): void {
+    const key = outKey(clientId, seq);
+    const added = this.#adds.get(key);
+    if (added !== undefined) {
+      // Added and removed within one batch: never write it. The DELETE below still runs, for a
+      // row with the same key from an earlier batch, which the add would have replaced.
+      added.cancelled = true;
+      this.#adds.delete(key);
+    }
+    this.#push({ k: "deleteOut", clientId, seq });
+  }
+
+  /** Queues recording an unreleased inbound QoS 2 packet id. */
+  addInboundQos2(clientId: string, packetId: number): void {
+    this.#push({ k: "addIn", clientId, packetId });
+  }
+
+  /** Queues forgetting an inbound QoS 2 packet id. */
+  deleteInboundQos2(clientId: string, packetId: number): void {
+    this.#push({ k: "deleteIn", clientId, packetId });
+  }
+
+  /**
+   * Resolves when everything queued so far is committed (with `sync: "off"`: at once). Rejects
+   * when that transaction failed, or when the store is not open.
+   */
+  commit(): Promise<void> {
+    if (this.#db === undefined) {
+      return Promise.reject(new Error(`Cannot commit: ${this.#path} is closed`));
+    }
+    if (this.#sync === "off" || this.#ops.length === 0) return Promise.resolve();
+    if (this.#deferred === undefined) this.#deferred = deferred();
+    return this.#deferred.promise;
+  }
+
+  /**
+   * Commits what is pending and closes the file. Rejects (after closing) when that last commit
+   * failed. Idempotent.
+   */
+  close(): Promise<void> {
+    const db = this.#db;
+    if (db === undefined) return Promise.resolve();
+    const error = this.#flush();
+    this.#db = undefined;
+    this.#st = undefined;
+    db.close();
+    if (this.#droppedWhileClosed > 0) {
+      this.#log("debug", `${this.#droppedWhileClosed} changes made while closed were ignored`);
+      this.#droppedWhileClosed = 0;
+    }
+    return error === undefined ? Promise.resolve() : Promise.reject(error);
+  }
+
+  /** Queues an op and schedules the batch; false when the store is closed (the op is dropped). */
+  #push(op: Op): boolean {
+    if (this.#db === undefined) {
+      this.#droppedWhileClosed++;
+      return false;
+    }
+    this.#ops.push(op);
+    if (this.#immediate === undefined) this.#immediate = setImmediate(() => this.#flush());
+    return true;
+  }
+
+  /** Writes the queued ops in one transaction; returns the error when it failed. */
+  #flush(): Error | undefined {
+    if (this.#immediate !== undefined) {
+      clearImmediate(this.#immediate);
+      this.#immediate = undefined;
+    }
+    const ops = this.#ops;
+    const waiting = this.#deferred;
+    this.#ops = [];
+    this.#adds.clear();
+    this.#deferred = undefined;
+    if (ops.length === 0) {
+      waiting?.resolve();
+      return undefined;
+    }
+    const db = this.#db!;
+    const st = this.#st!;
+    try {
+      db.exec("BEGIN");
+      for (const op of ops) apply(st, op);
+      db.exec("COMMIT");
+    } catch (cause) {
+      try {
+        if (db.isTransaction) db.exec("ROLLBACK");
+      } catch {
+        // The transaction is gone either way; the original error is the one to report.
+      }
+      const error = new Error(
+        `Cannot commit ${ops.length} changes to ${this.#path}: ${errorMessage(cause)}`,
+        { cause },
+      );
+      this.#log("error", error.message);
+      waiting?.reject(error);
+      return error;
+    }
+    this.#commits++;
+    waiting?.resolve();
+    return undefined;
+  }
+
+  /**
+   * Checks an existing file before it is used. Returns why it cannot be read, or undefined when it
+   * can; throws when it must not be touched (newer schema, locked, not accessible).
+   */
+  async #inspect(): Promise<string | undefined> {
+    const header = await readHeader(this.#path);
+    if (header.length > 0) {
+      if (header.length < 100) return "truncated: shorter than an SQLite header";
+      if (new TextDecoder().decode(header.subarray(0, 16)) !== SQLITE_MAGIC) {
+        return "not an SQLite database";
+      }
+      const version = new DataView(header.buffer, header.byteOffset).getInt32(60);
+      if (version > SCHEMA_VERSION) throw newerError(this.#path, version);
+    }
+    let db: DatabaseSync | undefined;
+    try {
+      db = new DatabaseSync(this.#path);
+      db.exec("PRAGMA locking_mode = EXCLUSIVE");
+      const version = userVersion(db);
+      if (version > SCHEMA_VERSION) throw newerError(this.#path, version);
+      const check = db.prepare("PRAGMA quick_check").all().map((r) => String(r.quick_check));
+      if (check.length !== 1 || check[0] !== "ok") {
+        return `quick_check: ${check.slice(0, 3).join("; ")}`;
+      }
+      return checkSchema(db, version);
+    } catch (error) {
+      const code = sqliteCode(error);
+      if (code === SQLITE_CORRUPT || code === SQLITE_NOTADB) return errorMessage(error);
+      if (code !== undefined) throw openError(this.#path, error);
+      throw error;
+    } finally {
+      db?.close();
+    }
+  }
+}
+
+function apply(st: Statements, op: Op): void {
+  switch (op.k) {
+    case "retain":
+      st.retain.run(op.topic, op.payload, op.qos);
+      break;
+    case "unretain":
+      st.unretain.run(op.topic);
+      break;
+    case "saveSession":
+      st.saveSession.run(op.clientId, op.subscriptions, op.expiresAt);
+      break;
+    case "deleteSession":
+      st.deleteSession.run(op.clientId);
+      st.deleteSessionOut.run(op.clientId);
+      st.deleteSessionIn.run(op.clientId);
+      break;
+    case "addOut": {
+      const r = op.r;
+      if (!r.cancelled) {
+        st.addOut.run(r.clientId, r.seq, r.packetId, r.state, r.topic, r.payload, r.qos, r.retain);
+      }
+      break;
+    }
+    case "updateOut":
+      st.updateOut.run(op.packetId, op.state, op.clientId, op.seq);
+      break;
+    case "deleteOut":
+      st.deleteOut.run(op.clientId, op.seq);
+      break;
+    case "addIn":
+      st.addIn.run(op.clientId, op.packetId);
+      break;
+    case "deleteIn":
+      st.deleteIn.run(op.clientId, op.packetId);
+      break;
+    case "purgeOrphans":
+      st.purgeOrphansOut.run();
+      st.purgeOrphansIn.run();
+      break;
+  }
+}
+
+function prepare(db: DatabaseSync): Statements {
+  return {
+    retain: db.prepare("INSERT OR REPLACE INTO retained (topic, payload, qos) VALUES (?, ?, ?)"),
+    unretain: db.prepare("DELETE FROM retained WHERE topic = ?"),
+    saveSession: db.prepare(
+      "INSERT OR REPLACE INTO sessions (client_id, subscriptions, expires_at) VALUES (?, ?, ?)",
+    ),
+    deleteSession: db.prepare("DELETE FROM sessions WHERE client_id = ?"),
+    deleteSessionOut: db.prepare("DELETE FROM outbound WHERE client_id = ?"),
+    deleteSessionIn: db.prepare("DELETE FROM inbound_qos2 WHERE client_id = ?"),
+    addOut: db.prepare(
+      "INSERT OR REPLACE INTO outbound (client_id, seq, packet_id, state, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    ),
+    updateOut: db.prepare(
+      "UPDATE outbound SET packet_id = ?, state = ? WHERE client_id = ? AND seq = ?",
+    ),
+    deleteOut: db.prepare("DELETE FROM outbound WHERE client_id = ? AND seq = ?"),
+    addIn: db.prepare("INSERT OR IGNORE INTO inbound_qos2 (client_id, packet_id) VALUES (?, ?)"),
+    deleteIn: db.prepare("DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?"),
+    purgeOrphansOut: db.prepare(
+      "DELETE FROM outbound WHERE client_id NOT IN (SELECT client_id FROM sessions)",
+    ),
+    purgeOrphansIn: db.prepare(
+      "DELETE FROM inbound_qos2 WHERE client_id NOT IN (SELECT client_id FROM sessions)",
+    ),
+  };
+}
+
+/** Returns why the tables are not ours, or undefined when they are. */
+function checkSchema(db: DatabaseSync, version: number): string | undefined {
+  const tables = db.prepare(
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+  ).all().map((r) => String(r.name));
+  if (version === 0) {
+    return tables.length === 0
+      ? undefined
+      : `unknown schema: tables ${tables.join(", ")} without a schema version`;
+  }
+  if (version !== SCHEMA_VERSION) return `unknown schema version ${version}`;
+  const expected = Object.keys(TABLES).sort();
+  if (tables.join() !== expected.join()) {
+    return `unknown schema: tables ${tables.join(", ")}, expected ${expected.join(", ")}`;
+  }
+  for (const [table, columns] of Object.entries(TABLES)) {
+    const actual = db.prepare(`PRAGMA table_info(${table})`).all().map((r) => String(r.name));
+    if (actual.join() !== columns.join()) {
+      return `unknown schema: table ${table} has columns ${actual.join(", ")}`;
+    }
+  }
+  return undefined;
+}
+
+function userVersion(db: DatabaseSync): number {
+  return Number(db.prepare("PRAGMA user_version").get()?.user_version ?? 0);
+}
+
+function parseSubscriptions(value: unknown): SessionRecord["subscriptions"] | undefined {
+  try {
+    const parsed: unknown = JSON.parse(String(value));
+    if (!Array.isArray(parsed)) return undefined;
+    const out: SessionRecord["subscriptions"] = [];
+    for (const item of parsed) {
+      const qos = Array.isArray(item) ? toQos(item[1]) : undefined;
+      if (qos === undefined || typeof item[0] !== "string") return undefined;
+      out.push({ topicFilter: item[0], qos });
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
+function toQos(value: unknown): QoS | undefined {
+  return value === 0 || value === 1 || value === 2 ? value : undefined;
+}
+
+function outKey(clientId: string, seq: number): string {
+  return `${seq}\0${clientId}`;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+async function readHeader(path: string): Promise<Uint8Array> {
+  using file = await Deno.open(path, { read: true });
+  const header = new Uint8Array(100);
+  let length = 0;
+  while (length < header.length) {
+    const n = await file.read(header.subarray(length));
+    if (n === null) break;
+    length += n;
+  }
+  return header.subarray(0, length);
+}
+
+/** Renames `path` (and its -wal/-shm) to `path.corrupt-YYYYMMDDTHHMMSS[-n]`; returns the new path. */
+async function moveAside(path: string): Promise<string> {
+  const stamp = new Date().toISOString().replace(/[-:]/g, "").slice(0, 15);
+  let target = `${path}.corrupt-${stamp}`;
+  for (let n = 2; await exists(target); n++) target = `${path}.corrupt-${stamp}-${n}`;
+  await Deno.rename(path, target);
+  for (const suffix of ["-wal", "-shm"]) {
+    if (await exists(path + suffix)) await Deno.rename(path + suffix, target + suffix);
+  }
+  return target;
+}
+
+function deferred(): Deferred {
+  let resolve!: () => void;
+  let reject!: (error: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Nobody may be waiting for this batch; the failure is logged in any case.
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+function sqliteCode(error: unknown): number | undefined {
+  const code = (error as { errcode?: unknown } | null)?.errcode;
+  return typeof code === "number" ? code & 0xff : undefined;
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function newerError(path: string, version: number): Error {
+  return new Error(
+    `Cannot open ${path}: its schema version ${version} is newer than this broker's (${SCHEMA_VERSION}); ` +
+      "use a newer broker or another data directory (the file was not changed)",
+  );
+}
+
+function openError(path: string, error: unknown): Error {
+  const code = sqliteCode(error);
+  if (code === SQLITE_BUSY || code === SQLITE_LOCKED) {
+    return new Error(
+      `Cannot open ${path}: it is locked by another process (is another broker using this data directory?)`,
+      { cause: error },
+    );
+  }
+  if (code === undefined && error instanceof Error) return error;
+  return new Error(`Cannot open ${path}: ${errorMessage(error)}`, { cause: error });
+}
+
+function defaultLog(level: PersistenceLogLevel, message: string): void {
+  if (level === "warn" || level === "error") console.error(`persistence ${level}: ${message}`);
+}
