@@ -77,9 +77,11 @@ export interface ListenOptions {
 
 /** A listening socket of the broker. */
 export interface Listener {
+  /** The bound address. */
   readonly hostname: string;
   /** The bound port: the real one when 0 was asked for. */
   readonly port: number;
+  /** "tcp", "tls" or the name given in `ListenOptions.transport`. */
   readonly transport: string;
   /** Stops accepting; connections already accepted stay. */
   close(): Promise<void>;
@@ -87,6 +89,7 @@ export interface Listener {
 
 /** What `broker.publish()` takes. */
 export interface PublishOptions {
+  /** Topic name: no wildcards; `$SYS/…` is allowed from the process. */
   topic: string;
   /** Bytes, or a string sent as UTF-8. Default empty. */
   payload?: Uint8Array | string;
@@ -107,6 +110,14 @@ const SWEEP_MS = 250;
 const MAX_REFUSING = 1024;
 
 const utf8 = new TextEncoder();
+
+function closeQuietly(conn: BrokerConn): void {
+  try {
+    conn.close();
+  } catch {
+    // Closed already.
+  }
+}
 
 function remoteOf(conn: BrokerConn, transport: string): RemoteAddress | undefined {
   const addr = conn.remoteAddr as
@@ -155,6 +166,7 @@ export class Broker extends EventTarget {
   #ready: Promise<void>;
   #store: Persistence | undefined;
 
+  /** Creates a broker; throws TypeError/RangeError naming a bad option. */
   constructor(options: BrokerOptions = {}) {
     super();
     if (options === null || typeof options !== "object") {
@@ -200,6 +212,7 @@ export class Broker extends EventTarget {
     const broker = this;
     const prefix = `auto-${crypto.randomUUID().slice(0, 8)}-`;
     this.#ctx = {
+      now: 0,
       limits: this.#limits,
       counters: this.#counters,
       router: this.#router,
@@ -295,6 +308,7 @@ export class Broker extends EventTarget {
     listener: BrokerEventListener<K> | null,
     options?: boolean | AddEventListenerOptions,
   ): void;
+  /** Registers a listener for any other event type. */
   override addEventListener(
     type: string,
     listener: EventListenerOrEventListenerObject | null,
@@ -321,6 +335,7 @@ export class Broker extends EventTarget {
     listener: BrokerEventListener<K> | null,
     options?: boolean | EventListenerOptions,
   ): void;
+  /** Removes a listener for any other event type. */
   override removeEventListener(
     type: string,
     listener: EventListenerOrEventListenerObject | null,
@@ -412,7 +427,7 @@ export class Broker extends EventTarget {
           // Not every connection kind has Nagle to turn off.
         }
         if (accept === undefined) {
-          this.handle(conn, transport).catch((error) => this.#log.error(`handle: ${error}`));
+          this.handle(conn, transport); // never rejects
           continue;
         }
         accept(conn).then(
@@ -465,44 +480,35 @@ export class Broker extends EventTarget {
    * Serves one connection until it closes: any object with `read`, `write` and `close`
    * (`Deno.Conn`, a WebSocket adapter, a test double). Never rejects for anything the client does.
    */
-  async handle(conn: BrokerConn, transport = "tcp"): Promise<void> {
-    try {
-      await this.#ready;
-    } catch {
+  handle(conn: BrokerConn, transport = "tcp"): Promise<void> {
+    if (this.#store === undefined) return this.#serve(conn, transport);
+    return this.#ready.then(() => this.#serve(conn, transport), () => {
       // The store could not be opened: serve nobody.
       this.#closed = true;
-    }
+      closeQuietly(conn);
+    });
+  }
+
+  // Not async, and no promise chain of its own: per-connection objects add up over thousands
+  // of idle clients. `run()` never rejects.
+  #serve(conn: BrokerConn, transport: string): Promise<void> {
     if (this.#closed) {
-      try {
-        conn.close();
-      } catch {
-        // Closed already.
-      }
-      return;
+      closeQuietly(conn);
+      return Promise.resolve();
     }
     const overLimit = this.#connections.size >= this.#limits.maxConnections;
     if (overLimit && this.#refusing >= MAX_REFUSING) {
       this.#counters.connectionsRefused++;
-      try {
-        conn.close();
-      } catch {
-        // Closed already.
-      }
-      return;
+      closeQuietly(conn);
+      return Promise.resolve();
     }
+    this.#ctx.now = Date.now() - this.#startedAt;
     const connection = new Connection(this.#ctx, conn, remoteOf(conn, transport), overLimit);
     this.#connections.add(connection);
     this.#counters.connectionsTotal++;
     if (overLimit) this.#refusing++;
     this.#startSweep();
-    try {
-      await connection.run();
-    } catch (error) {
-      this.#log.error(`connection failed: ${error}`);
-      connection.close("internal error");
-    }
-    await connection.closed;
-    if (overLimit) this.#refusing--;
+    return connection.run();
   }
 
   #startSweep(): void {
@@ -513,7 +519,8 @@ export class Broker extends EventTarget {
 
   #sweep(): void {
     const now = Date.now();
-    for (const connection of this.#connections) connection.check(now);
+    const clock = this.#ctx.now = now - this.#startedAt;
+    for (const connection of this.#connections) connection.check(clock);
     if (now >= this.#nextExpiry) this.#expireSessions(now);
   }
 
@@ -541,6 +548,7 @@ export class Broker extends EventTarget {
 
   #connectionClosed(connection: Connection, will: Will | undefined, reason: string): void {
     this.#connections.delete(connection);
+    if (connection.overLimit) this.#refusing--;
     const session = connection.session;
     if (session !== undefined && session.link === connection) {
       session.link = undefined;

@@ -22,6 +22,13 @@ const MAX_READ = 64 * 1024;
 // A connection told to close after its last bytes are written gets this long to write them.
 const LINGER_MS = 5_000;
 
+const NO_CHUNKS: Uint8Array[] = [];
+const NO_NUMBERS: number[] = [];
+
+function flushConnection(connection: Connection): void {
+  connection.flush();
+}
+
 /** A protocol violation: the connection is closed and the will published. */
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -42,29 +49,27 @@ export class Connection implements SessionLink {
   keepAliveMs = 0;
   lastActivity: number;
   readonly createdAt: number;
-  /** Resolves when the connection is closed. */
-  readonly closed: Promise<void>;
 
   #conn: BrokerConn;
   #decoder: Decoder;
   #isClosed = false;
   #firstByteChecked = false;
-  #resolveClosed!: () => void;
-  #closingSince = 0;
+  // Made only when someone waits for the close: most connections never need it.
+  #closed: Promise<void> | undefined;
+  #resolveClosed: (() => void) | undefined;
+  #closingSince = -1;
   #lingerReason = "";
-  // Write queue: chunks, and for PUBLISH copies the packet id to write at length - tail.
-  #chunks: Uint8Array[] = [];
-  #packetIds: number[] = [];
-  #tails: number[] = [];
+  // Write queue: chunks, and for PUBLISH copies the packet id to write at length - tail. The
+  // arrays are allocated on the first packet of a turn and dropped after the flush.
+  #chunks: Uint8Array[] = NO_CHUNKS;
+  #packetIds: number[] = NO_NUMBERS;
+  #tails: number[] = NO_NUMBERS;
   #queuedBytes = 0;
   #writingBytes = 0;
   #writing = false;
   #scheduled = false;
-  #flushBound = () => this.#flush();
-  // Rate limit: tokens left and the timer that resumes reading.
-  #msgTokens = 0;
-  #byteTokens = 0;
-  #tokensAt = 0;
+  // Rate limit buckets, only when a rate limit is set; the timer that resumes reading.
+  #rate: { messages: number; bytes: number; at: number } | undefined;
   #pauseTimer: ReturnType<typeof setTimeout> | undefined;
   #resume: (() => void) | undefined;
 
@@ -79,86 +84,103 @@ export class Connection implements SessionLink {
     this.overLimit = overLimit;
     this.client = { clientId: "", remoteAddress: remote };
     this.#decoder = new Decoder({ maxPacketSize: ctx.limits.maxPacketSize });
-    this.createdAt = this.lastActivity = Date.now();
-    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
-    this.#msgTokens = ctx.limits.rateLimitMessages;
-    this.#byteTokens = ctx.limits.rateLimitBytes;
-    this.#tokensAt = this.createdAt;
+    this.createdAt = this.lastActivity = ctx.now;
+    if (ctx.limits.rateLimitMessages > 0 || ctx.limits.rateLimitBytes > 0) {
+      this.#rate = {
+        messages: ctx.limits.rateLimitMessages,
+        bytes: ctx.limits.rateLimitBytes,
+        at: Date.now(),
+      };
+    }
+  }
+
+  /** Resolves when the connection is closed. */
+  get closed(): Promise<void> {
+    if (this.#isClosed) return Promise.resolve();
+    return this.#closed ??= new Promise((resolve) => this.#resolveClosed = resolve);
   }
 
   /** Whether the connection is closed or closing. */
   get isClosed(): boolean {
-    return this.#isClosed || this.#closingSince !== 0;
+    return this.#isClosed || this.#closingSince !== -1;
   }
 
   /** False while more than `maxSocketBufferBytes` wait to be written. */
   get writable(): boolean {
     return this.#queuedBytes + this.#writingBytes < this.ctx.limits.maxSocketBufferBytes &&
-      this.#closingSince === 0;
+      this.#closingSince === -1;
   }
 
-  /** Runs the read loop until the connection closes. */
+  /** Runs the read loop until the connection closes. Never rejects. */
   async run(): Promise<void> {
-    let buffer = new Uint8Array(MIN_READ);
-    const decoder = this.#decoder;
-    const counters = this.ctx.counters;
-    while (!this.isClosed) {
-      let n: number | null;
-      try {
-        n = await this.#conn.read(buffer);
-      } catch (error) {
-        this.#ioError(error);
-        break;
-      }
-      if (n === null) {
-        this.close("connection closed by client");
-        break;
-      }
-      if (this.isClosed) break;
-      counters.bytesIn += n;
-      this.lastActivity = Date.now();
-      // Anything but CONNECT first is refused from its first byte, not after waiting for a
-      // body it announces [MQTT-3.1.0-1].
-      if (
-        !this.connected && decoder.bufferedBytes === 0 && buffer[0] !== 0x10 &&
-        !this.#firstByteChecked
-      ) {
-        this.#violation(new ProtocolError(`first packet must be CONNECT [MQTT-3.1.0-1]`));
-        break;
-      }
-      this.#firstByteChecked = true;
-      try {
-        decoder.push(n === buffer.length ? buffer : buffer.subarray(0, n));
-        for (let packet = decoder.next(); packet !== undefined; packet = decoder.next()) {
-          const pending = this.#dispatch(packet);
-          if (pending !== undefined) await pending;
-          if (this.isClosed) break;
+    // One async frame per connection, with the loop inline: idle connections are counted in
+    // thousands and each suspended frame costs memory.
+    try {
+      let buffer = new Uint8Array(MIN_READ);
+      const decoder = this.#decoder;
+      const counters = this.ctx.counters;
+      while (!this.isClosed) {
+        let n: number | null;
+        try {
+          n = await this.#conn.read(buffer);
+        } catch (error) {
+          this.#ioError(error);
+          break;
         }
-      } catch (error) {
-        this.#violation(error);
-        break;
+        if (n === null) {
+          this.close("connection closed by client");
+          break;
+        }
+        if (this.isClosed) break;
+        counters.bytesIn += n;
+        this.lastActivity = this.ctx.now;
+        // Anything but CONNECT first is refused from its first byte, not after waiting for a
+        // body it announces [MQTT-3.1.0-1].
+        if (
+          !this.connected && decoder.bufferedBytes === 0 && buffer[0] !== 0x10 &&
+          !this.#firstByteChecked
+        ) {
+          this.#violation(new ProtocolError(`first packet must be CONNECT [MQTT-3.1.0-1]`));
+          break;
+        }
+        this.#firstByteChecked = true;
+        try {
+          decoder.push(n === buffer.length ? buffer : buffer.subarray(0, n));
+          for (let packet = decoder.next(); packet !== undefined; packet = decoder.next()) {
+            const pending = this.#dispatch(packet);
+            if (pending !== undefined) await pending;
+            if (this.isClosed) break;
+          }
+        } catch (error) {
+          this.#violation(error);
+          break;
+        }
+        if (this.#resume === undefined && this.#pauseMs() > 0) {
+          await new Promise<void>((resolve) => {
+            this.#resume = resolve;
+            this.#pauseTimer = setTimeout(() => this.#resumeReading(), this.#pauseMs());
+          });
+          this.#resume = undefined;
+        }
+        if (n === buffer.length) {
+          if (buffer.length < MAX_READ) buffer = new Uint8Array(buffer.length * 4);
+        } else if (n * 16 <= buffer.length) {
+          let size = MIN_READ;
+          while (size < n) size *= 4;
+          buffer = new Uint8Array(size);
+        }
       }
-      if (this.#resume === undefined && this.#pauseMs() > 0) {
-        await new Promise<void>((resolve) => {
-          this.#resume = resolve;
-          this.#pauseTimer = setTimeout(this.#resumeReading, this.#pauseMs());
-        });
-        this.#resume = undefined;
-      }
-      if (n === buffer.length) {
-        if (buffer.length < MAX_READ) buffer = new Uint8Array(buffer.length * 4);
-      } else if (n * 16 <= buffer.length) {
-        let size = MIN_READ;
-        while (size < n) size *= 4;
-        buffer = new Uint8Array(size);
-      }
+    } catch (error) {
+      this.#violation(error);
     }
+    // Closing after a last write (a refusing CONNACK): done when that is written.
+    if (!this.#isClosed) await this.closed;
   }
 
-  #resumeReading = () => {
+  #resumeReading(): void {
     this.#pauseTimer = undefined;
     this.#resume?.();
-  };
+  }
 
   #dispatch(packet: Packet): void | Promise<void> {
     if (!this.connected) {
@@ -201,24 +223,27 @@ export class Connection implements SessionLink {
 
   /** Counts a publish against the rate limit. */
   chargeRate(payloadBytes: number): void {
+    const rate = this.#rate;
+    if (rate === undefined) return;
     const { rateLimitMessages: msgs, rateLimitBytes: bytes } = this.ctx.limits;
-    if (msgs === 0 && bytes === 0) return;
     const now = Date.now();
-    const elapsed = (now - this.#tokensAt) / 1000;
-    this.#tokensAt = now;
-    if (msgs > 0) this.#msgTokens = Math.min(msgs, this.#msgTokens + elapsed * msgs) - 1;
+    const elapsed = (now - rate.at) / 1000;
+    rate.at = now;
+    if (msgs > 0) rate.messages = Math.min(msgs, rate.messages + elapsed * msgs) - 1;
     if (bytes > 0) {
-      this.#byteTokens = Math.min(bytes, this.#byteTokens + elapsed * bytes) - payloadBytes;
+      rate.bytes = Math.min(bytes, rate.bytes + elapsed * bytes) - payloadBytes;
     }
   }
 
   // How long reading must pause for the token buckets to be positive again.
   #pauseMs(): number {
+    const rate = this.#rate;
+    if (rate === undefined) return 0;
     const { rateLimitMessages: msgs, rateLimitBytes: bytes } = this.ctx.limits;
     let wait = 0;
-    if (msgs > 0 && this.#msgTokens < 0) wait = (-this.#msgTokens / msgs) * 1000;
-    if (bytes > 0 && this.#byteTokens < 0) {
-      wait = Math.max(wait, (-this.#byteTokens / bytes) * 1000);
+    if (msgs > 0 && rate.messages < 0) wait = (-rate.messages / msgs) * 1000;
+    if (bytes > 0 && rate.bytes < 0) {
+      wait = Math.max(wait, (-rate.bytes / bytes) * 1000);
     }
     return Math.ceil(wait);
   }
@@ -226,6 +251,7 @@ export class Connection implements SessionLink {
   /** Queues a PUBLISH; for QoS > 0 writes `packetId` into the copy that goes on the wire. */
   sendPublish(bytes: Uint8Array, packetId: number, payloadLength: number): void {
     if (this.#isClosed) return;
+    if (this.#chunks === NO_CHUNKS) this.#newQueue();
     this.#chunks.push(bytes);
     this.#packetIds.push(packetId);
     this.#tails.push(payloadLength + 2);
@@ -233,29 +259,37 @@ export class Connection implements SessionLink {
     this.ctx.counters.messagesOut++;
     if (!this.#scheduled && !this.#writing) {
       this.#scheduled = true;
-      setImmediate(this.#flushBound);
+      setImmediate(flushConnection, this);
     }
   }
 
   /** Queues a packet to be written at the end of this event-loop turn. */
   sendPacket(bytes: Uint8Array): void {
     if (this.#isClosed) return;
+    if (this.#chunks === NO_CHUNKS) this.#newQueue();
     this.#chunks.push(bytes);
     this.#packetIds.push(0);
     this.#tails.push(0);
     this.#queuedBytes += bytes.length;
     if (!this.#scheduled && !this.#writing) {
       this.#scheduled = true;
-      setImmediate(this.#flushBound);
+      setImmediate(flushConnection, this);
     }
   }
 
-  #flush(): void {
+  #newQueue(): void {
+    this.#chunks = [];
+    this.#packetIds = [];
+    this.#tails = [];
+  }
+
+  /** Writes what was queued this turn; called once per turn from setImmediate. */
+  flush(): void {
     this.#scheduled = false;
     if (this.#isClosed || this.#writing) return;
     const chunks = this.#chunks;
     if (chunks.length === 0) {
-      if (this.#closingSince !== 0) this.#finishClose();
+      if (this.#closingSince !== -1) this.#finishClose();
       return;
     }
     let data: Uint8Array;
@@ -278,9 +312,9 @@ export class Connection implements SessionLink {
         }
       }
     }
-    this.#chunks = [];
-    this.#packetIds = [];
-    this.#tails = [];
+    this.#chunks = NO_CHUNKS;
+    this.#packetIds = NO_NUMBERS;
+    this.#tails = NO_NUMBERS;
     this.#writingBytes = data.length;
     this.#queuedBytes = 0;
     this.#writing = true;
@@ -307,9 +341,9 @@ export class Connection implements SessionLink {
     if (this.#chunks.length > 0) {
       if (!this.#scheduled) {
         this.#scheduled = true;
-        setImmediate(this.#flushBound);
+        setImmediate(flushConnection, this);
       }
-    } else if (this.#closingSince !== 0) {
+    } else if (this.#closingSince !== -1) {
       this.#finishClose();
     }
   }
@@ -317,7 +351,7 @@ export class Connection implements SessionLink {
   /** Keep-alive, CONNECT deadline and linger checks; called by the broker's sweep. */
   check(now: number): void {
     if (this.#isClosed) return;
-    if (this.#closingSince !== 0) {
+    if (this.#closingSince !== -1) {
       if (now - this.#closingSince > LINGER_MS) this.#finishClose();
     } else if (!this.connected) {
       if (now - this.createdAt > this.ctx.limits.connectTimeoutMs) {
@@ -336,8 +370,8 @@ export class Connection implements SessionLink {
     if (this.isClosed) return;
     this.will = undefined;
     this.#lingerReason = reason;
-    this.#closingSince = Date.now();
-    if (!this.#writing && !this.#scheduled) this.#flush();
+    this.#closingSince = this.ctx.now;
+    if (!this.#writing && !this.#scheduled) this.flush();
   }
 
   #finishClose(): void {
@@ -355,13 +389,13 @@ export class Connection implements SessionLink {
     } catch {
       // Already closed by the peer or a transport: nothing left to release.
     }
-    this.#chunks = [];
-    this.#packetIds = [];
-    this.#tails = [];
+    this.#chunks = NO_CHUNKS;
+    this.#packetIds = NO_NUMBERS;
+    this.#tails = NO_NUMBERS;
     const will = publishWill ? this.will : undefined;
     this.will = undefined;
     this.ctx.connectionClosed(this, will, reason);
-    this.#resolveClosed();
+    this.#resolveClosed?.();
   }
 
   // A reset, EOF mid-write or broken pipe is routine: close quietly.

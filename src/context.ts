@@ -40,6 +40,12 @@ export interface StateMirror {
 
 /** Broker state and services, as seen by a connection. */
 export interface BrokerContext {
+  /**
+   * A coarse clock: milliseconds since the broker started, refreshed by the sweep (every 250 ms)
+   * and on each accepted connection. Small integers, so the timestamps every connection keeps
+   * stay unboxed.
+   */
+  now: number;
   readonly limits: Limits;
   readonly counters: Counters;
   readonly router: Router;

@@ -126,18 +126,15 @@ export interface RestoreTarget {
 }
 
 /**
- * Opens the store and loads what it holds into the broker, within the limits. A store that
- * cannot be read has been moved aside by the store itself; this logs it.
+ * Opens the store and loads what it holds into the broker, within the limits, and logs what was
+ * loaded and what was left out. A store that cannot be read is moved aside by the store itself,
+ * which also logs it.
  */
 export async function restoreState(store: Persistence, target: RestoreTarget): Promise<void> {
   const { limits, log } = target;
-  const report = await store.open();
-  if (report.movedAside) {
-    log.error(
-      `persistence: the store could not be read (${report.movedAside.reason}); ` +
-        `moved it aside to ${report.movedAside.path} and started empty`,
-    );
-  }
+  // A store that could not be read was moved aside by the store, which logs that itself (one
+  // line naming both files); a second line here would say the same thing again.
+  await store.open();
   const loaded = store.load({
     maxSessions: limits.maxSessions,
     maxRetained: limits.maxRetained,
@@ -178,7 +175,7 @@ export async function restoreState(store: Persistence, target: RestoreTarget): P
       });
       messages++;
     }
-    for (const id of record.inboundQos2) session.inboundQos2.add(id);
+    for (const id of record.inboundQos2) session.addInboundQos2(id);
   }
   const { skipped } = loaded;
   log.info(
@@ -189,7 +186,7 @@ export async function restoreState(store: Persistence, target: RestoreTarget): P
     log.warn(
       `persistence: over the limits, not loaded: ${skipped.sessions} sessions (maxSessions), ` +
         `${skipped.retained} retained messages (maxRetained/maxRetainedBytes), ` +
-        `${skipped.messages} queued messages (maxQueued)`,
+        `${skipped.messages} queued messages (maxQueued, or their session was not loaded)`,
     );
   }
   if (skipped.expiredSessions) {

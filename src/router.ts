@@ -23,20 +23,20 @@ export class Router {
 
   /** Adds or replaces a subscription; returns true if it is new [MQTT-3.8.4-3]. */
   subscribe(session: Session, filter: string, qos: QoS): boolean {
-    session.subscriptions.set(filter, qos);
+    session.setSubscription(filter, qos);
     return this.#trie.add(filter, session, qos);
   }
 
   /** Removes a subscription; returns true if it existed. */
   unsubscribe(session: Session, filter: string): boolean {
-    session.subscriptions.delete(filter);
+    session.deleteSubscription(filter);
     return this.#trie.remove(filter, session);
   }
 
   /** Removes every subscription of a session. */
   unsubscribeAll(session: Session): void {
     for (const filter of session.subscriptions.keys()) this.#trie.remove(filter, session);
-    session.subscriptions.clear();
+    session.clearSubscriptions();
   }
 
   /**

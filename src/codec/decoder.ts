@@ -73,7 +73,6 @@ export class Decoder {
   #error: DecodeError | undefined = undefined;
   /** Set by `#parseHeader`. */
   #headerLength = 0;
-  readonly #reader = new Reader();
 
   /**
    * Creates a decoder for one connection.
@@ -137,7 +136,7 @@ export class Decoder {
       if (e instanceof DecodeError) {
         this.#error = e;
         this.#release();
-        this.#reader.buf = EMPTY;
+        READER.buf = EMPTY;
       }
       throw e;
     }
@@ -256,7 +255,7 @@ export class Decoder {
   #decode(buf: Uint8Array, start: number, bodyStart: number, end: number): Packet {
     const first = buf[start];
     const flags = first & 0x0f;
-    const r = this.#reader;
+    const r = READER;
     r.buf = buf;
     r.pos = bodyStart;
     r.end = end;
@@ -414,6 +413,10 @@ class Reader {
     return this.buf.slice(p, p + len);
   }
 }
+
+// One reader for every decoder: decoding is synchronous and never re-entered, and a reader per
+// connection would cost memory on every idle client.
+const READER = new Reader();
 
 function truncated(what: string): DecodeError {
   return new DecodeError(`Cannot decode packet: truncated ${what}`);

@@ -52,11 +52,11 @@ function finish(
   const { qos, packetId } = packet;
   if (qos === 2) {
     // Exactly once: a resent PUBLISH whose PUBREL has not come is acknowledged, not routed [MQTT-4.3.3-2].
-    if (session.inboundQos2.has(packetId!)) {
+    if (session.hasInboundQos2(packetId!)) {
       connection.sendPacket(encodeAck("pubrec", packetId!));
       return;
     }
-    session.inboundQos2.add(packetId!);
+    session.addInboundQos2(packetId!);
     if (!session.clean) ctx.mirror?.inboundQos2Added(session, packetId!);
   }
   if (allowed) {
@@ -81,7 +81,7 @@ function finish(
 /** PUBREL: the client releases an inbound QoS 2 message; answer PUBCOMP even for unknown ids. */
 export function handlePubrel(connection: Connection, session: Session, packetId: number): void {
   const { ctx } = connection;
-  if (session.inboundQos2.delete(packetId) && !session.clean) {
+  if (session.deleteInboundQos2(packetId) && !session.clean) {
     ctx.mirror?.inboundQos2Removed(session, packetId);
   }
   const ack = encodeAck("pubcomp", packetId);

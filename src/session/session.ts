@@ -64,17 +64,23 @@ export type DupEncoder = (
   packetId: number,
 ) => Uint8Array;
 
+const EMPTY_SUBSCRIPTIONS: ReadonlyMap<string, QoS> = new Map();
+const EMPTY_INFLIGHT: ReadonlyMap<number, Outgoing> = new Map();
+// Shared by every session whose queue is empty; replaced by a private array before a push.
+const EMPTY_QUEUE: (Outgoing | undefined)[] = [];
+
 /** State of one client id. */
 export class Session {
   readonly clientId: string;
   /** A clean session ends with its connection. */
   clean: boolean;
-  /** Subscribed filters and their granted QoS. */
-  readonly subscriptions: Map<string, QoS> = new Map();
-  /** Inbound QoS 2 packet ids whose PUBREL has not arrived: a resent PUBLISH with one is not routed again. */
-  readonly inboundQos2: Set<number> = new Set();
-  /** Outbound messages sent and not yet acknowledged, in the order they were sent. */
-  readonly inflight: Map<number, Outgoing> = new Map();
+  // Collections are created on first use: an idle client's session holds none of them
+  // (an empty Map costs a few hundred bytes, and idle connections are counted in thousands).
+  #subscriptions: Map<string, QoS> | undefined;
+  // Inbound QoS 2 packet ids whose PUBREL has not arrived: a resent PUBLISH with one is not routed again.
+  #inboundQos2: Set<number> | undefined;
+  // Outbound messages sent and not yet acknowledged, in the order they were sent.
+  #inflight: Map<number, Outgoing> | undefined;
   /** The attached connection, if the client is online. */
   link: SessionLink | undefined;
   /** Who the client is, for hooks; kept while offline. */
@@ -86,7 +92,7 @@ export class Session {
   markQos: QoS = 0;
 
   #ctx: SessionContext;
-  #queue: (Outgoing | undefined)[] = [];
+  #queue: (Outgoing | undefined)[] = EMPTY_QUEUE;
   #head = 0;
   #queuedBytes = 0;
   #nextPacketId = 1;
@@ -97,6 +103,46 @@ export class Session {
     this.clean = clean;
     this.client = client;
     this.#ctx = ctx;
+  }
+
+  /** Subscribed filters and their granted QoS. */
+  get subscriptions(): ReadonlyMap<string, QoS> {
+    return this.#subscriptions ?? EMPTY_SUBSCRIPTIONS;
+  }
+
+  /** Adds or replaces a subscription; the router keeps the trie in step. */
+  setSubscription(filter: string, qos: QoS): void {
+    (this.#subscriptions ??= new Map()).set(filter, qos);
+  }
+
+  /** Removes a subscription; returns whether it existed. */
+  deleteSubscription(filter: string): boolean {
+    return this.#subscriptions?.delete(filter) ?? false;
+  }
+
+  /** Removes every subscription. */
+  clearSubscriptions(): void {
+    this.#subscriptions = undefined;
+  }
+
+  /** Outbound messages sent and not yet acknowledged, in the order they were sent. */
+  get inflight(): ReadonlyMap<number, Outgoing> {
+    return this.#inflight ?? EMPTY_INFLIGHT;
+  }
+
+  /** Whether an inbound QoS 2 message with this id awaits its PUBREL. */
+  hasInboundQos2(packetId: number): boolean {
+    return this.#inboundQos2?.has(packetId) ?? false;
+  }
+
+  /** Records an inbound QoS 2 id until its PUBREL. */
+  addInboundQos2(packetId: number): void {
+    (this.#inboundQos2 ??= new Set()).add(packetId);
+  }
+
+  /** Forgets an inbound QoS 2 id; returns whether it was there. */
+  deleteInboundQos2(packetId: number): boolean {
+    return this.#inboundQos2?.delete(packetId) ?? false;
   }
 
   /** Messages waiting to be sent. */
@@ -134,7 +180,8 @@ export class Session {
         return;
       }
     } else if (
-      link !== undefined && idle && link.writable && this.inflight.size < ctx.limits.maxInflight
+      link !== undefined && idle && link.writable &&
+      (this.#inflight?.size ?? 0) < ctx.limits.maxInflight
     ) {
       const entry: Outgoing = {
         message,
@@ -155,11 +202,12 @@ export class Session {
   restore(entry: Outgoing): void {
     if (entry.seq > this.#seq) this.#seq = entry.seq;
     if (entry.state === QUEUED) {
+      if (this.#queue === EMPTY_QUEUE) this.#queue = [];
       this.#queue.push(entry);
       this.#queuedBytes += entry.message.size;
       this.#ctx.counters.queued++;
     } else {
-      this.inflight.set(entry.packetId, entry);
+      (this.#inflight ??= new Map()).set(entry.packetId, entry);
       this.#ctx.counters.inflight++;
     }
   }
@@ -174,6 +222,7 @@ export class Session {
       ctx.counters.dropped.queueFull++;
       return;
     }
+    if (this.#queue === EMPTY_QUEUE) this.#queue = [];
     this.#queue.push(entry);
     this.#queuedBytes += size;
     ctx.counters.queued++;
@@ -186,20 +235,21 @@ export class Session {
       link.sendPublish(bytes, 0, 0);
       return;
     }
-    entry.packetId = this.#allocatePacketId();
+    const inflight = this.#inflight ??= new Map();
+    entry.packetId = this.#allocatePacketId(inflight);
     entry.state = SENT;
-    this.inflight.set(entry.packetId, entry);
+    inflight.set(entry.packetId, entry);
     this.#ctx.counters.inflight++;
     this.#ctx.observer?.outgoingChanged(this, entry);
     link.sendPublish(bytes, entry.packetId, entry.message.payload.length);
   }
 
   // Ids in flight are never reused [MQTT-2.3.1-2]; maxInflight ≤ 65 535 keeps one free.
-  #allocatePacketId(): number {
+  #allocatePacketId(inflight: Map<number, Outgoing>): number {
     for (;;) {
       const id = this.#nextPacketId;
       this.#nextPacketId = id === 65535 ? 1 : id + 1;
-      if (!this.inflight.has(id)) return id;
+      if (!inflight.has(id)) return id;
     }
   }
 
@@ -211,14 +261,14 @@ export class Session {
     const queue = this.#queue;
     while (this.#head < queue.length && link.writable) {
       const entry = queue[this.#head]!;
-      if (entry.qos > 0 && this.inflight.size >= max) break;
+      if (entry.qos > 0 && (this.#inflight?.size ?? 0) >= max) break;
       queue[this.#head++] = undefined;
       this.#queuedBytes -= entry.message.size;
       this.#ctx.counters.queued--;
       this.#send(link, entry);
     }
     if (this.#head === queue.length) {
-      queue.length = 0;
+      this.#queue = EMPTY_QUEUE;
       this.#head = 0;
     } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
       this.#queue = queue.slice(this.#head);
@@ -242,14 +292,14 @@ export class Session {
 
   /** PUBACK for a QoS 1 message we sent. Unknown ids are ignored. */
   acknowledge(packetId: number): void {
-    const entry = this.inflight.get(packetId);
+    const entry = this.#inflight?.get(packetId);
     if (entry === undefined || entry.qos !== 1) return;
     this.#complete(entry);
   }
 
   /** PUBREC for a QoS 2 message we sent; the caller answers PUBREL either way. */
   received(packetId: number): void {
-    const entry = this.inflight.get(packetId);
+    const entry = this.#inflight?.get(packetId);
     if (entry === undefined || entry.qos !== 2 || entry.state !== SENT) return;
     entry.state = RELEASED;
     this.#ctx.observer?.outgoingChanged(this, entry);
@@ -257,13 +307,13 @@ export class Session {
 
   /** PUBCOMP for a QoS 2 message we sent. */
   completed(packetId: number): void {
-    const entry = this.inflight.get(packetId);
+    const entry = this.#inflight?.get(packetId);
     if (entry === undefined || entry.qos !== 2) return;
     this.#complete(entry);
   }
 
   #complete(entry: Outgoing): void {
-    this.inflight.delete(entry.packetId);
+    this.#inflight!.delete(entry.packetId);
     this.#ctx.counters.inflight--;
     this.#ctx.observer?.outgoingRemoved(this, entry);
     this.pump();
@@ -276,10 +326,10 @@ export class Session {
     c.queued -= this.queued;
     c.inflight -= this.inflight.size;
     c.dropped.sessionDiscarded += lost;
-    this.#queue = [];
+    this.#queue = EMPTY_QUEUE;
     this.#head = 0;
     this.#queuedBytes = 0;
-    this.inflight.clear();
-    this.inboundQos2.clear();
+    this.#inflight = undefined;
+    this.#inboundQos2 = undefined;
   }
 }
