@@ -160,6 +160,32 @@ export class Broker extends EventTarget {
   #sysTimer: ReturnType<typeof setInterval> | undefined;
   readonly #startedAt = Date.now();
   #nextExpiry = 0;
+  // Connections with bytes queued this turn, written together once the turn's reads are done.
+  #dirty: Connection[] = [];
+  #spare: Connection[] = [];
+  #flushScheduled = false;
+  readonly #flushAll = () => {
+    this.#flushScheduled = false;
+    const dirty = this.#dirty;
+    this.#dirty = this.#spare;
+    for (let i = 0; i < dirty.length; i++) dirty[i].flush();
+    dirty.length = 0;
+    this.#spare = dirty;
+  };
+  // With a store, nothing a turn queued reaches a socket before that turn's changes are
+  // committed: a PUBLISH or PUBREL to a persistent session never runs ahead of its state.
+  readonly #flushTurn = () => {
+    const store = this.#store;
+    if (store === undefined || !store.pending) return this.#flushAll();
+    store.commit().then(this.#flushAll, this.#commitFailed);
+  };
+  readonly #commitFailed = (error: unknown) => {
+    this.#log.error(`persistence: commit failed, closing the clients waiting on it: ${error}`);
+    this.#flushScheduled = false;
+    const dirty = this.#dirty;
+    this.#dirty = [];
+    for (const connection of dirty) connection.close("persistence failed", false);
+  };
   #refusing = 0;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -231,6 +257,13 @@ export class Broker extends EventTarget {
       connectionClosed: (connection, will, reason) =>
         this.#connectionClosed(connection, will, reason),
       generateClientId: () => prefix + (++nextId).toString(36),
+      scheduleFlush: (connection) => {
+        this.#dirty.push(connection);
+        if (!this.#flushScheduled) {
+          this.#flushScheduled = true;
+          setImmediate(this.#flushTurn);
+        }
+      },
     };
     this.#ready = Promise.resolve();
     if (options.persistence !== undefined) {
@@ -566,9 +599,11 @@ export class Broker extends EventTarget {
     const willPublished = will !== undefined && !this.#closed;
     if (willPublished) this.#publishWill(connection.client, will!);
     if (connection.connected) {
-      this.#log.debug(
-        `client ${JSON.stringify(connection.client.clientId)} disconnected: ${reason}`,
-      );
+      if (this.#log.enabled("debug")) {
+        this.#log.debug(
+          `client ${JSON.stringify(connection.client.clientId)} disconnected: ${reason}`,
+        );
+      }
       if (this.#ctx.listening("disconnect")) {
         this.#emit("disconnect", { client: connection.client, reason, willPublished });
       }

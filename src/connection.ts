@@ -25,10 +25,6 @@ const LINGER_MS = 5_000;
 const NO_CHUNKS: Uint8Array[] = [];
 const NO_NUMBERS: number[] = [];
 
-function flushConnection(connection: Connection): void {
-  connection.flush();
-}
-
 /** A protocol violation: the connection is closed and the will published. */
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -61,6 +57,7 @@ export class Connection implements SessionLink {
   #lingerReason = "";
   // Write queue: chunks, and for PUBLISH copies the packet id to write at length - tail. The
   // arrays are allocated on the first packet of a turn and dropped after the flush.
+  #single: Uint8Array | undefined;
   #chunks: Uint8Array[] = NO_CHUNKS;
   #packetIds: number[] = NO_NUMBERS;
   #tails: number[] = NO_NUMBERS;
@@ -71,6 +68,8 @@ export class Connection implements SessionLink {
   // Rate limit buckets, only when a rate limit is set; the timer that resumes reading.
   #rate: { messages: number; bytes: number; at: number } | undefined;
   #pauseTimer: ReturnType<typeof setTimeout> | undefined;
+  // Set while reading waits for the socket to drain.
+  #drained: (() => void) | undefined;
   #resume: (() => void) | undefined;
 
   constructor(
@@ -145,22 +144,25 @@ export class Connection implements SessionLink {
         }
         this.#firstByteChecked = true;
         try {
-          decoder.push(n === buffer.length ? buffer : buffer.subarray(0, n));
+          decoder.push(buffer, n);
           for (let packet = decoder.next(); packet !== undefined; packet = decoder.next()) {
             const pending = this.#dispatch(packet);
             if (pending !== undefined) await pending;
             if (this.isClosed) break;
+            // Over its rate budget: wait before the next packet, even within one read, so a
+            // large read does not let a burst through. The read buffer is not reused meanwhile.
+            if (this.#rate !== undefined && this.#pauseMs() > 0) await this.#pause();
           }
         } catch (error) {
           this.#violation(error);
           break;
         }
-        if (this.#resume === undefined && this.#pauseMs() > 0) {
-          await new Promise<void>((resolve) => {
-            this.#resume = resolve;
-            this.#pauseTimer = setTimeout(() => this.#resumeReading(), this.#pauseMs());
-          });
-          this.#resume = undefined;
+        // A client that sends but does not read (acks, PINGRESPs pile up) is not read from until
+        // its socket takes our bytes again: the backlog stays in the kernel, not in our memory.
+        if (this.#queuedBytes + this.#writingBytes >= this.ctx.limits.maxSocketBufferBytes) {
+          await new Promise<void>((resolve) => this.#drained = resolve);
+          this.#drained = undefined;
+          if (this.isClosed) break;
         }
         if (n === buffer.length) {
           if (buffer.length < MAX_READ) buffer = new Uint8Array(buffer.length * 4);
@@ -175,6 +177,16 @@ export class Connection implements SessionLink {
     }
     // Closing after a last write (a refusing CONNACK): done when that is written.
     if (!this.#isClosed) await this.closed;
+  }
+
+  #pause(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#resume = () => {
+        this.#resume = undefined;
+        resolve();
+      };
+      this.#pauseTimer = setTimeout(() => this.#resumeReading(), this.#pauseMs());
+    });
   }
 
   #resumeReading(): void {
@@ -251,49 +263,61 @@ export class Connection implements SessionLink {
   /** Queues a PUBLISH; for QoS > 0 writes `packetId` into the copy that goes on the wire. */
   sendPublish(bytes: Uint8Array, packetId: number, payloadLength: number): void {
     if (this.#isClosed) return;
-    if (this.#chunks === NO_CHUNKS) this.#newQueue();
-    this.#chunks.push(bytes);
-    this.#packetIds.push(packetId);
-    this.#tails.push(payloadLength + 2);
-    this.#queuedBytes += bytes.length;
+    this.#append(bytes, packetId, payloadLength + 2);
     this.ctx.counters.messagesOut++;
-    if (!this.#scheduled && !this.#writing) {
-      this.#scheduled = true;
-      setImmediate(flushConnection, this);
-    }
   }
 
   /** Queues a packet to be written at the end of this event-loop turn. */
   sendPacket(bytes: Uint8Array): void {
     if (this.#isClosed) return;
-    if (this.#chunks === NO_CHUNKS) this.#newQueue();
-    this.#chunks.push(bytes);
-    this.#packetIds.push(0);
-    this.#tails.push(0);
-    this.#queuedBytes += bytes.length;
-    if (!this.#scheduled && !this.#writing) {
-      this.#scheduled = true;
-      setImmediate(flushConnection, this);
+    if (this.#single === undefined && this.#chunks === NO_CHUNKS) {
+      // The usual case on a quiet connection (CONNACK, PINGRESP, an ack): no arrays at all.
+      this.#single = bytes;
+      this.#queued(bytes.length);
+    } else {
+      this.#append(bytes, 0, 0);
     }
   }
 
-  #newQueue(): void {
-    this.#chunks = [];
-    this.#packetIds = [];
-    this.#tails = [];
+  #append(bytes: Uint8Array, packetId: number, tail: number): void {
+    if (this.#chunks === NO_CHUNKS) {
+      this.#chunks = [];
+      this.#packetIds = [];
+      this.#tails = [];
+      if (this.#single !== undefined) {
+        this.#chunks.push(this.#single);
+        this.#packetIds.push(0);
+        this.#tails.push(0);
+        this.#single = undefined;
+      }
+    }
+    this.#chunks.push(bytes);
+    this.#packetIds.push(packetId);
+    this.#tails.push(tail);
+    this.#queued(bytes.length);
   }
 
-  /** Writes what was queued this turn; called once per turn from setImmediate. */
+  #queued(length: number): void {
+    this.#queuedBytes += length;
+    if (!this.#scheduled && !this.#writing) {
+      this.#scheduled = true;
+      this.ctx.scheduleFlush(this);
+    }
+  }
+
+  /** Writes what was queued this turn; the broker calls it once per turn for every connection that queued. */
   flush(): void {
     this.#scheduled = false;
     if (this.#isClosed || this.#writing) return;
     const chunks = this.#chunks;
-    if (chunks.length === 0) {
+    let data: Uint8Array;
+    if (this.#single !== undefined) {
+      data = this.#single;
+      this.#single = undefined;
+    } else if (chunks.length === 0) {
       if (this.#closingSince !== -1) this.#finishClose();
       return;
-    }
-    let data: Uint8Array;
-    if (chunks.length === 1 && this.#packetIds[0] === 0) {
+    } else if (chunks.length === 1 && this.#packetIds[0] === 0) {
       data = chunks[0];
     } else {
       data = new Uint8Array(this.#queuedBytes);
@@ -336,12 +360,15 @@ export class Connection implements SessionLink {
     this.#writing = false;
     this.#writingBytes = 0;
     if (this.#isClosed) return;
+    if (this.#drained !== undefined && this.#queuedBytes < this.ctx.limits.maxSocketBufferBytes) {
+      this.#drained();
+    }
     // The socket drained: let the session send what waited for room.
     this.session?.pump();
-    if (this.#chunks.length > 0) {
+    if (this.#chunks.length > 0 || this.#single !== undefined) {
       if (!this.#scheduled) {
         this.#scheduled = true;
-        setImmediate(flushConnection, this);
+        this.ctx.scheduleFlush(this);
       }
     } else if (this.#closingSince !== -1) {
       this.#finishClose();
@@ -384,11 +411,13 @@ export class Connection implements SessionLink {
     this.#isClosed = true;
     if (this.#pauseTimer !== undefined) clearTimeout(this.#pauseTimer);
     this.#resume?.();
+    this.#drained?.();
     try {
       this.#conn.close();
     } catch {
       // Already closed by the peer or a transport: nothing left to release.
     }
+    this.#single = undefined;
     this.#chunks = NO_CHUNKS;
     this.#packetIds = NO_NUMBERS;
     this.#tails = NO_NUMBERS;
@@ -402,7 +431,7 @@ export class Connection implements SessionLink {
   #ioError(error: unknown): void {
     if (this.#isClosed) return;
     const message = error instanceof Error ? error.message : String(error);
-    this.ctx.log.debug(`${this.#label()}: ${message}`);
+    if (this.ctx.log.enabled("debug")) this.ctx.log.debug(`${this.#label()}: ${message}`);
     this.close(`connection lost: ${message}`);
   }
 

@@ -35,6 +35,7 @@ export class Router {
 
   /** Removes every subscription of a session. */
   unsubscribeAll(session: Session): void {
+    if (session.subscriptions.size === 0) return;
     for (const filter of session.subscriptions.keys()) this.#trie.remove(filter, session);
     session.clearSubscriptions();
   }

@@ -10,6 +10,7 @@
 import {
   type ConnectPacket,
   DecodeError,
+  type EmptyPacket,
   type Packet,
   type QoS,
   type Subscription,
@@ -94,17 +95,18 @@ export class Decoder {
   }
 
   /**
-   * Appends bytes. The chunk is referenced, not copied, unless earlier bytes are still pending;
-   * do not overwrite it before `next()` has returned `undefined`.
+   * Appends the first `length` bytes of `chunk` (all of it by default). The chunk is referenced,
+   * not copied, unless earlier bytes are still pending; do not overwrite it before `next()` has
+   * returned `undefined`.
    */
-  push(chunk: Uint8Array): void {
-    if (this.#error !== undefined || chunk.length === 0) return;
+  push(chunk: Uint8Array, length: number = chunk.length): void {
+    if (this.#error !== undefined || length === 0) return;
     if (this.#pos < this.#end) {
       // The caller pushed again without draining: join (rare, so a plain copy is fine).
       const rest = this.#end - this.#pos;
-      const joined = new Uint8Array(rest + chunk.length);
+      const joined = new Uint8Array(rest + length);
       joined.set(this.#chunk.subarray(this.#pos, this.#end), 0);
-      joined.set(chunk, rest);
+      joined.set(length === chunk.length ? chunk : chunk.subarray(0, length), rest);
       this.#chunk = joined;
       this.#pos = 0;
       this.#end = joined.length;
@@ -115,12 +117,13 @@ export class Decoder {
       partial === undefined ||
       (this.#partialTotal !== 0 && this.#partialLength === this.#partialTotal)
     ) {
+      // The first `length` bytes only: a reused read buffer need not be cut to size.
       this.#chunk = chunk;
       this.#pos = 0;
-      this.#end = chunk.length;
+      this.#end = length;
       return;
     }
-    this.#fillPartial(partial, chunk);
+    this.#fillPartial(partial, length === chunk.length ? chunk : chunk.subarray(0, length));
   }
 
   /**
@@ -316,11 +319,11 @@ export class Decoder {
         break;
       case 12:
         checkFlags(flags, 0, "PINGREQ", "[MQTT-2.2.2-1]");
-        packet = { type: "pingreq" };
+        packet = PINGREQ_PACKET;
         break;
       case 14:
         checkFlags(flags, 0, "DISCONNECT", "[MQTT-2.2.2-1]");
-        packet = { type: "disconnect" };
+        packet = DISCONNECT_PACKET;
         break;
       case 8:
         checkFlags(flags, 2, "SUBSCRIBE", "[MQTT-3.8.1-1]");
@@ -348,7 +351,7 @@ export class Decoder {
         break;
       case 13:
         checkFlags(flags, 0, "PINGRESP", "[MQTT-2.2.2-1]");
-        packet = { type: "pingresp" };
+        packet = PINGRESP_PACKET;
         break;
       default:
         throw new DecodeError(`Cannot decode packet: reserved packet type ${first >> 4}`);
@@ -417,6 +420,11 @@ class Reader {
 // One reader for every decoder: decoding is synchronous and never re-entered, and a reader per
 // connection would cost memory on every idle client.
 const READER = new Reader();
+
+// Packets without fields are shared: a client flooding PINGREQ makes no garbage per packet.
+const PINGREQ_PACKET: EmptyPacket = Object.freeze({ type: "pingreq" });
+const PINGRESP_PACKET: EmptyPacket = Object.freeze({ type: "pingresp" });
+const DISCONNECT_PACKET: EmptyPacket = Object.freeze({ type: "disconnect" });
 
 function truncated(what: string): DecodeError {
   return new DecodeError(`Cannot decode packet: truncated ${what}`);

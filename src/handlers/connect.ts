@@ -12,6 +12,17 @@ import { Session } from "../session/session.ts";
 import { validateTopicName } from "../topic/topic.ts";
 
 const utf8 = new TextEncoder();
+// The two accepting CONNACKs, shared: written as they are, never modified.
+const CONNACK_NEW = encodePacket({
+  type: "connack",
+  sessionPresent: false,
+  returnCode: CONNACK.accepted,
+});
+const CONNACK_PRESENT = encodePacket({
+  type: "connack",
+  sessionPresent: true,
+  returnCode: CONNACK.accepted,
+});
 
 function refuse(connection: Connection, returnCode: number, reason: string): void {
   if (returnCode === CONNACK.serverUnavailable) connection.ctx.counters.connectionsRefused++;
@@ -160,7 +171,7 @@ function accept(
   connection.will = packet.will;
   connection.keepAliveMs = packet.keepAlive * 1000;
   if (!session.clean) ctx.mirror?.sessionSaved(session);
-  const connack = encodePacket({ type: "connack", sessionPresent, returnCode: CONNACK.accepted });
+  const connack = sessionPresent ? CONNACK_PRESENT : CONNACK_NEW;
   const durable = ctx.mirror?.durable();
   const finish = () => {
     if (connection.isClosed || connection.session !== session) return;

@@ -279,7 +279,7 @@ export class Session {
   /** Re-sends what is in flight, in order, after a reconnect [MQTT-4.4.0-1], then the queue. */
   resume(encodeDup: DupEncoder, pubrel: (packetId: number) => Uint8Array): void {
     const link = this.link;
-    if (link === undefined) return;
+    if (link === undefined || (this.#inflight === undefined && this.queued === 0)) return;
     for (const entry of this.inflight.values()) {
       if (entry.state === RELEASED) {
         link.sendPacket(pubrel(entry.packetId));
