@@ -3,8 +3,9 @@
  *
  * Each feature asks only for the permission it needs: plain MQTT needs `--allow-net`; a password,
  * ACL, certificate or PSK file needs `--allow-read` of that file; the PSK sidecar needs
- * `--allow-run=stunnel` (and `--allow-write`/`--allow-read` of the temporary directory its
- * configuration goes to); `--data-dir` needs `--allow-read` and `--allow-write` of that folder.
+ * `--allow-run` of the stunnel binary and nothing else (its configuration goes to stunnel's stdin
+ * and stunnel reads the PSK file itself); `--data-dir` needs `--allow-read` and `--allow-write`
+ * of that folder; `passwd FILE USER` needs `--allow-read=FILE --allow-write=FILE`.
  *
  * @module
  */
@@ -12,10 +13,11 @@ import { Broker } from "./mod.ts";
 import { FileAuth } from "./src/auth/file_auth.ts";
 import { setPasswordInFile } from "./src/auth/password_file.ts";
 import { type CliConfig, helpText, parseCliArgs, UsageError, VERSION } from "./src/cli_args.ts";
-import { createLogger, type Logger } from "./src/logger.ts";
+import { createLogger, type Logger, type LogLevel, stderrSink } from "./src/logger.ts";
 import { SqlitePersistence } from "./src/persistence/sqlite.ts";
 import { acceptProxied } from "./src/transport/proxy_protocol.ts";
-import { PskSidecar } from "./src/transport/psk_sidecar.ts";
+import { loadPskFile } from "./src/transport/psk_file.ts";
+import { PskSidecar, type PskSidecarOptions } from "./src/transport/psk_sidecar.ts";
 import { createWebSocketHandler } from "./src/transport/websocket.ts";
 
 /** Something to stop at shutdown, in reverse order of starting. */
@@ -35,6 +37,19 @@ function readFileFor(flag: string, path: string): string {
   } catch (error) {
     throw new UsageError(`--${flag} ${path}: ${errorText(error)}`);
   }
+}
+
+/** The one line a refused certificate/key pair becomes, naming the flag at fault. */
+function tlsErrorText(config: CliConfig, error: unknown): string {
+  const text = errorText(error);
+  const cert = `--tls-cert ${config.tlsCert}`;
+  const key = `--tls-key ${config.tlsKey}`;
+  if (/KeyMismatch|not be consistent/i.test(text)) {
+    return `${key}: the private key does not match the certificate in ${cert}`;
+  }
+  if (/no certificates found/i.test(text)) return `${cert}: no PEM certificate in the file`;
+  if (/no keys found/i.test(text)) return `${key}: no PEM private key in the file`;
+  return `${cert} / ${key}: ${text}`;
 }
 
 function isLoopback(addr: Deno.Addr): boolean {
@@ -60,7 +75,10 @@ export async function main(args: string[]): Promise<number> {
     console.log(`denomq ${VERSION} (deno ${Deno.version.deno})`);
     return 0;
   }
-  const log = createLogger(config.logLevel);
+  // Until every listener is up, info lines are held: a start that fails prints its one error
+  // line alone, not "listening on" lines for listeners that are closed again at once.
+  const startup = holdInfoLines(config.logLevel);
+  const log = startup.log;
   const stoppers: Stopper[] = [];
   let fail: (reason: string) => void = () => {};
   const fatal = new Promise<string>((resolve) => fail = resolve);
@@ -70,10 +88,12 @@ export async function main(args: string[]): Promise<number> {
     const broker = await startBroker(config, log, auth, stoppers);
     await startListeners(config, log, broker, stoppers, (reason) => fail(reason));
   } catch (error) {
+    startup.drop();
     await stopAll(stoppers, log);
     console.error(`error: ${errorText(error)}`);
     return error instanceof UsageError ? 2 : 1;
   }
+  startup.release();
   const reload = auth === undefined ? undefined : () => {
     auth!.reload().then((result) => {
       if (result.ok) log.info("SIGHUP: password and ACL files reloaded");
@@ -91,6 +111,25 @@ export async function main(args: string[]): Promise<number> {
   else log.error(`shutting down: ${outcome.fatal}`);
   await stopAll(stoppers, log);
   return typeof outcome === "string" ? 0 : 1;
+}
+
+function holdInfoLines(level: LogLevel): { log: Logger; release(): void; drop(): void } {
+  let held: [Parameters<typeof stderrSink>[0], string, Date][] | undefined = [];
+  const log = createLogger(level, (l, message) => {
+    if (held !== undefined && (l === "info" || l === "debug")) held.push([l, message, new Date()]);
+    else stderrSink(l, message);
+  });
+  return {
+    log,
+    release() {
+      const lines = held ?? [];
+      held = undefined;
+      for (const [l, message] of lines) stderrSink(l, message);
+    },
+    drop() {
+      held = undefined;
+    },
+  };
 }
 
 async function loadAuth(config: CliConfig): Promise<FileAuth | undefined> {
@@ -143,6 +182,31 @@ async function startBroker(
   } catch (error) {
     throw new UsageError(`--data-dir ${config.dataDir}: ${errorText(error)}`);
   }
+  // Like mosquitto's "New client connected from": who, from where (behind the PSK sidecar, the
+  // address its PROXY header names), over what.
+  if (log.enabled("info")) {
+    broker.addEventListener("connect", ({ detail: { client } }) => {
+      const r = client.remoteAddress;
+      const user = client.username === undefined
+        ? ""
+        : ` as user ${JSON.stringify(client.username)}`;
+      log.info(
+        `client ${JSON.stringify(client.clientId)} connected from ${
+          r === undefined ? "?" : `${r.hostname}:${r.port} over ${r.transport}`
+        }${user}`,
+      );
+    });
+  }
+  if (log.enabled("debug")) {
+    broker.addEventListener("subscribe", ({ detail: { client, subscriptions, granted } }) => {
+      const each = subscriptions.map((s, i) =>
+        `${JSON.stringify(s.topicFilter)} (QoS ${s.qos}: ${
+          granted[i] === 0x80 ? "refused" : `granted ${granted[i]}`
+        })`
+      );
+      log.debug(`client ${JSON.stringify(client.clientId)} subscribed to ${each.join(", ")}`);
+    });
+  }
   return broker;
 }
 
@@ -154,22 +218,30 @@ async function startListeners(
   fail: (reason: string) => void,
 ): Promise<void> {
   const host = config.host;
-  if (config.tcp) await broker.listen({ hostname: host, port: config.port });
+  // Files first: a bad one is reported before any port is taken.
   let tls: { cert: string; key: string } | undefined;
   if (config.tlsCert !== undefined && config.tlsKey !== undefined) {
     tls = {
       cert: readFileFor("tls-cert", config.tlsCert),
       key: readFileFor("tls-key", config.tlsKey),
     };
+  }
+  if (config.pskFile !== undefined) {
+    try {
+      await loadPskFile(config.pskFile);
+    } catch (error) {
+      throw new UsageError(`--psk-file ${config.pskFile}: ${errorText(error)}`);
+    }
+  }
+  if (tls !== undefined) {
     try {
       await broker.listen({ hostname: host, port: config.tlsPort, tls });
     } catch (error) {
       if (error instanceof Deno.errors.AddrInUse) throw error;
-      throw new UsageError(
-        `--tls-cert ${config.tlsCert} / --tls-key ${config.tlsKey}: ${errorText(error)}`,
-      );
+      throw new UsageError(tlsErrorText(config, error));
     }
   }
+  if (config.tcp) await broker.listen({ hostname: host, port: config.port });
   for (const [port, secure] of [[config.wsPort, false], [config.wssPort, true]] as const) {
     if (port === undefined) continue;
     const transport = secure ? "wss" : "ws";
@@ -201,12 +273,14 @@ async function startListeners(
         return acceptProxied(conn, "psk");
       },
     });
-    const options = {
+    const options: PskSidecarOptions = {
       pskFile: config.pskFile,
       hostname: host,
       port: config.pskPort,
       targetPort: inner.port,
       stunnel: config.stunnel,
+      // At debug, stunnel's per-connection lines too (TLS version, cipher suite, addresses).
+      debug: config.logLevel === "debug" ? "info" : undefined,
       log: (level: "info" | "warn" | "error", message: string) => log[level](`stunnel: ${message}`),
     };
     let sidecar: PskSidecar | undefined;
@@ -240,9 +314,15 @@ async function startListeners(
     try {
       sidecar = await PskSidecar.start({ ...options, onExit: onSidecarExit });
     } catch (error) {
-      throw new UsageError(`--psk-file ${config.pskFile}: ${errorText(error)}`);
+      const flag = error instanceof Error && error.cause instanceof Deno.errors.NotFound ||
+          error instanceof Deno.errors.NotCapable
+        ? `--stunnel ${config.stunnel}`
+        : `--psk-file ${config.pskFile}`;
+      throw new UsageError(`${flag}: ${errorText(error)}`);
     }
-    log.info(`listening on tls-psk ${host}:${config.pskPort} (stunnel pid ${sidecar.pid})`);
+    // A restart takes the same port, also when port 0 had stunnel pick one.
+    options.port = sidecar.port;
+    log.info(`listening on tls-psk ${host}:${sidecar.port} (stunnel pid ${sidecar.pid})`);
   }
 }
 

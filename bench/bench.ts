@@ -17,10 +17,38 @@ import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
-/** The scenarios loadgen knows, in the order they run. */
-export const SCENARIOS = ["fanin", "fanout", "qos1", "latency", "conns", "wildcard"] as const;
+/** The scenarios, in the order they run. */
+export const SCENARIOS = [
+  "fanin",
+  "fanout",
+  "qos1",
+  "qos1-durable",
+  "latency",
+  "conns",
+  "wildcard",
+] as const;
 /** One of {@linkcode SCENARIOS}. */
 export type Scenario = typeof SCENARIOS[number];
+
+/**
+ * `qos1-durable` is loadgen's `qos1` with a persistent subscriber session, against brokers that
+ * persist it: ours with `--data-dir` (a fresh temporary directory per run), mosquitto with
+ * `persistence true`. Every other scenario is the loadgen scenario of the same name.
+ */
+function loadgenScenario(scenario: Scenario): string {
+  return scenario === "qos1-durable" ? "qos1" : scenario;
+}
+
+/** Extra loadgen flags per scenario (before --loadgen-args). */
+const LOADGEN_SCENARIO_ARGS: Partial<Record<Scenario, string[]>> = {
+  // Only a persistent session's messages are stored: with clean sessions nothing would be.
+  "qos1-durable": ["--persistent-subs"],
+};
+
+/** Scenarios that run against a broker keeping its state on disk. */
+function isDurable(scenario: Scenario): boolean {
+  return scenario === "qos1-durable";
+}
 
 /** A row of the table: a field of loadgen's JSON line and which direction is better. */
 interface Metric {
@@ -50,6 +78,12 @@ const METRICS: Record<Scenario, Metric[]> = {
     { label: "lost", key: "lost", better: "lower" },
   ],
   qos1: [
+    { label: "delivered msg/s", key: "rate", better: "higher" },
+    PER_CPU,
+    { label: "lost", key: "lost", better: "lower" },
+    { label: "duplicates", key: "dup", better: "lower" },
+  ],
+  "qos1-durable": [
     { label: "delivered msg/s", key: "rate", better: "higher" },
     PER_CPU,
     { label: "lost", key: "lost", better: "lower" },
@@ -91,7 +125,8 @@ mosquitto is on PATH, mosquitto (interleaved), and prints medians and ratios our
   --broker-cmd "CMD"   bench this shell command instead of our broker; {PORT} (and $PORT)
                        is its port; it must listen on 127.0.0.1 only
   --extra-args "ARGS"  more flags for our broker (split on spaces), e.g. "--max-queued 5000"
-  --data-dir DIR       passed to our broker as --data-dir DIR (and grants it read/write there)
+  --data-dir DIR       passed to our broker as --data-dir DIR (and grants it read/write there);
+                       qos1-durable always uses a fresh temporary directory instead
   --loadgen-args "A"   more flags for every loadgen run (split on spaces), e.g. "--window 64";
                        bench/out/loadgen --help lists them
   --no-pin             do not pin the broker to CPU 0 and the load generator to CPU 1
@@ -288,11 +323,15 @@ interface BrokerSpec {
   command: (port: number, scenario: Scenario) => Promise<BrokerCommand>;
 }
 
-/** An argv to exec, or a shell command line; `files` are removed when the broker stops. */
+/**
+ * An argv to exec, or a shell command line; `files` and `dirs` (recursively) are removed when
+ * the broker stops.
+ */
 interface BrokerCommand {
   argv?: string[];
   shell?: string;
   files?: string[];
+  dirs?: string[];
 }
 
 interface RunningBroker {
@@ -302,6 +341,7 @@ interface RunningBroker {
   pid: number;
   exited: boolean;
   files: string[];
+  dirs: string[];
 }
 
 interface Tools {
@@ -314,19 +354,24 @@ function ourBroker(opts: BenchOptions): BrokerSpec {
   const cli = `${REPO_DIR}/cli.ts`;
   return {
     name: "ours",
-    command: (port, scenario) => {
+    command: async (port, scenario) => {
       const perms = ["--allow-net"];
       const extra = [...(OUR_SCENARIO_ARGS[scenario] ?? []), ...opts.extraArgs];
-      if (opts.dataDir !== undefined) {
-        perms.push(`--allow-read=${opts.dataDir}`, `--allow-write=${opts.dataDir}`);
-        extra.push("--data-dir", opts.dataDir);
+      const dirs: string[] = [];
+      const dataDir = isDurable(scenario)
+        ? await Deno.makeTempDir({ prefix: "bench-durable-" })
+        : opts.dataDir;
+      if (isDurable(scenario)) dirs.push(dataDir!);
+      if (dataDir !== undefined) {
+        perms.push(`--allow-read=${dataDir}`, `--allow-write=${dataDir}`);
+        extra.push("--data-dir", dataDir);
       }
       const cliArgs = ["--host", "127.0.0.1", "--port", `${port}`];
       // warn: like mosquitto's generated config (errors and warnings only); logging every
       // connection would be measured too
       cliArgs.push("--log-level", "warn");
       const argv = [Deno.execPath(), "run", ...perms, cli, ...cliArgs];
-      return Promise.resolve({ argv: [...argv, ...extra] });
+      return { argv: [...argv, ...extra], dirs };
     },
   };
 }
@@ -341,8 +386,19 @@ function customBroker(cmd: string): BrokerSpec {
 function mosquittoBroker(bin: string): BrokerSpec {
   return {
     name: "mosquitto",
-    command: async (port) => {
+    command: async (port, scenario) => {
       const conf = `${OUT_DIR}/mosquitto-${port}.conf`;
+      // qos1-durable: mosquitto's own persistence, in a fresh directory. Note that mosquitto
+      // writes its in-memory state to mosquitto.db only every autosave_interval (1800 s) and at
+      // exit, not before each PUBACK: the column shows what its persistence mode costs, not the
+      // same promise as ours.
+      const dirs: string[] = [];
+      const persistence = ["persistence false"];
+      if (isDurable(scenario)) {
+        const dir = await Deno.makeTempDir({ prefix: "bench-mosquitto-" });
+        dirs.push(dir);
+        persistence.splice(0, 1, "persistence true", `persistence_location ${dir}/`);
+      }
       // max_queued_messages 0 (unlimited): Debian 12's mosquitto 2.0.11 strands QoS 1
       // messages in its queue (inflight quota bug, fixed in 2.0.13) and then drops them at
       // the default limit of 1000; loadgen bounds what is outstanding itself.
@@ -351,7 +407,7 @@ function mosquittoBroker(bin: string): BrokerSpec {
         [
           `listener ${port} 127.0.0.1`,
           "allow_anonymous true",
-          "persistence false",
+          ...persistence,
           "max_queued_messages 0",
           "log_dest stderr",
           "log_type error",
@@ -359,7 +415,7 @@ function mosquittoBroker(bin: string): BrokerSpec {
           "",
         ].join("\n"),
       );
-      return { argv: [bin, "-c", conf], files: [conf] };
+      return { argv: [bin, "-c", conf], files: [conf], dirs };
     },
   };
 }
@@ -397,6 +453,10 @@ async function startBroker(
   log: string,
 ): Promise<RunningBroker> {
   const cmd = await spec.command(port, scenario);
+  const cleanup = async () => {
+    for (const f of cmd.files ?? []) await Deno.remove(f).catch(() => {});
+    for (const d of cmd.dirs ?? []) await Deno.remove(d, { recursive: true }).catch(() => {});
+  };
   // The shell raises the open-files limit (10 000 clients need more than the usual 1024),
   // sends output to the log, then becomes the broker (exec keeps the pid for /proc).
   const prologue =
@@ -406,23 +466,30 @@ async function startBroker(
   if (tools.setsid) argv.push(tools.setsid);
   if (tools.pin && tools.taskset) argv.push(tools.taskset, "-c", "0");
   argv.push("bash", "-c", script, "bench-broker", ...(cmd.argv ?? []));
-  await Deno.writeTextFile(log, `=== ${new Date().toISOString()} ${scenario} port ${port}\n`, {
-    append: true,
-  });
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    cwd: REPO_DIR,
-    env: { BENCH_LOG: log, PORT: `${port}` },
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  let child: Deno.ChildProcess;
+  try {
+    await Deno.writeTextFile(log, `=== ${new Date().toISOString()} ${scenario} port ${port}\n`, {
+      append: true,
+    });
+    child = new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      cwd: REPO_DIR,
+      env: { BENCH_LOG: log, PORT: `${port}` },
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
   const b: RunningBroker = {
     child,
     group: !!tools.setsid,
     pid: child.pid,
     exited: false,
     files: cmd.files ?? [],
+    dirs: cmd.dirs ?? [],
   };
   current = b;
   child.status.then(() => b.exited = true);
@@ -473,6 +540,7 @@ async function stopBroker(b: RunningBroker): Promise<void> {
   signal("SIGKILL"); // whatever the group left behind
   await b.child.status;
   for (const f of b.files) await Deno.remove(f).catch(() => {});
+  for (const d of b.dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
   if (current === b) current = undefined;
 }
 
@@ -495,7 +563,7 @@ async function runLoadgen(
   tools: Tools,
 ): Promise<Record<string, unknown>> {
   const args = [
-    scenario,
+    loadgenScenario(scenario),
     "--port",
     `${port}`,
     "--pid",
@@ -506,6 +574,7 @@ async function runLoadgen(
     `${opts.warmupS}`,
     "--label",
     label,
+    ...(LOADGEN_SCENARIO_ARGS[scenario] ?? []),
     ...opts.loadgenArgs,
   ];
   const argv = tools.pin && tools.taskset
@@ -632,6 +701,21 @@ function summarize(results: RunResult[], names: string[], opts: BenchOptions): S
     }
   }
   return rows;
+}
+
+/** Per broker: median qos1-durable rate / median qos1 rate, when both scenarios ran. */
+function durableRatios(rows: SummaryRow[], names: string[]): Record<string, number> {
+  const rate = (scenario: Scenario) =>
+    rows.find((r) => r.scenario === scenario && r.key === "rate")?.values;
+  const plain = rate("qos1");
+  const durable = rate("qos1-durable");
+  const out: Record<string, number> = {};
+  for (const name of names) {
+    const a = durable?.[name]?.median;
+    const b = plain?.[name]?.median;
+    if (a !== undefined && b !== undefined && b > 0) out[name] = a / b;
+  }
+  return out;
 }
 
 function renderTable(rows: SummaryRow[], names: string[], reps: number): string {
@@ -769,6 +853,7 @@ async function main(): Promise<void> {
         options: opts,
         tools,
         summary: rows,
+        durableRatios: durableRatios(rows, names),
         runs: results,
       },
       null,
@@ -787,6 +872,15 @@ async function main(): Promise<void> {
       (opts.reps > 1 ? "; cells: median [min..max]" : ""),
   );
   console.log(renderTable(rows, names, opts.reps));
+  const durable = durableRatios(rows, names);
+  if (Object.keys(durable).length > 0) {
+    const cells = Object.entries(durable).map(([name, ratio]) =>
+      `${name} ${ratio.toFixed(2)}${name === "ours" ? " (target >= 0.5)" : ""}`
+    );
+    console.log(
+      `# qos1-durable / qos1, delivered msg/s (same broker, same run): ${cells.join(", ")}`,
+    );
+  }
   if (names.length === 2) {
     console.log(
       `# ratio = ${names[0]} / ${

@@ -93,7 +93,7 @@ static struct {
 	int port, pid;
 	int pubs, subs, qos, size, window, wbatch, inflight, qbatch;
 	double duration, warmup, drain, rate, settle, timeout;
-	int conns, conc, filters, per_subscribe, keepalive, verbose, tick_us, pgid;
+	int conns, conc, filters, per_subscribe, keepalive, verbose, tick_us, pgid, persistent_subs;
 	unsigned seed;
 } O = {
     .host = "127.0.0.1", .label = "", .port = 1883, .pubs = -1, .subs = -1, .qos = -1, .size = 64,
@@ -264,13 +264,13 @@ static uint8_t *begin_packet(peer *c, uint8_t first, uint32_t rl)
 	return w + h;
 }
 
-static void enc_connect(peer *c, const char *client_id)
+static void enc_connect(peer *c, const char *client_id, int clean)
 {
 	size_t idn = strlen(client_id);
 	uint8_t *w = begin_packet(c, 0x10, (uint32_t)(10 + 2 + idn));
 	w = put_str(w, "MQTT", 4);
-	*w++ = 4;    /* protocol level: 3.1.1 */
-	*w++ = 0x02; /* clean session, no will, no credentials */
+	*w++ = 4;                         /* protocol level: 3.1.1 */
+	*w++ = clean ? 0x02 : 0x00;       /* clean session or not; no will, no credentials */
 	w = put_u16(w, (unsigned)O.keepalive);
 	put_str(w, client_id, idn);
 }
@@ -396,7 +396,9 @@ static void on_tcp_connected(peer *c)
 	char cid[48];
 	snprintf(cid, sizeof cid, "lg%d-%c%d", (int)getpid(), "psi"[c->kind], c->id);
 	c->phase = CONNACK_WAIT;
-	enc_connect(c, cid);
+	/* --persistent-subs: subscribers keep a session (clean session 0), which is what a broker
+	 * with persistence must store; the client id has the pid in it, so it is new every run */
+	enc_connect(c, cid, !(O.persistent_subs && c->kind == SUB));
 	flush_out(c);
 }
 
@@ -1286,6 +1288,7 @@ static void usage(FILE *to, int status)
 	        "  --settle S        conns: wait before reading RSS (1)\n"
 	        "  --timeout S       connect/subscribe set-up limit (30)\n"
 	        "  --keepalive S     CONNECT keep-alive (300)\n"
+	        "  --persistent-subs subscribers connect with clean session 0 (a persistent session)\n"
 	        "  --seed N          wildcard topic choice (1)\n"
 	        "  --tick-us N       publishers refill at most once per N microseconds, 0 = after every\n"
 	        "                    wake-up (qos1: 100, else 0); fewer, larger writes per PUBACK\n"
@@ -1317,7 +1320,7 @@ int main(int argc, char **argv)
 	}
 	enum { o_host = 256, o_port, o_pid, o_duration, o_warmup, o_drain, o_pubs, o_subs, o_qos, o_size, o_window,
 	       o_wbatch, o_inflight, o_qbatch, o_rate, o_conns, o_conc, o_filters, o_per_subscribe, o_settle,
-	       o_timeout, o_keepalive, o_seed, o_tick_us, o_pgid, o_label, o_verbose, o_help };
+	       o_timeout, o_keepalive, o_seed, o_tick_us, o_pgid, o_label, o_persistent_subs, o_verbose, o_help };
 	static const struct option longs[] = {
 	    {"host", 1, 0, o_host}, {"port", 1, 0, o_port}, {"pid", 1, 0, o_pid}, {"duration", 1, 0, o_duration},
 	    {"warmup", 1, 0, o_warmup}, {"drain", 1, 0, o_drain}, {"pubs", 1, 0, o_pubs}, {"subs", 1, 0, o_subs},
@@ -1326,7 +1329,7 @@ int main(int argc, char **argv)
 	    {"conns", 1, 0, o_conns}, {"conc", 1, 0, o_conc}, {"filters", 1, 0, o_filters},
 	    {"per-subscribe", 1, 0, o_per_subscribe}, {"settle", 1, 0, o_settle}, {"timeout", 1, 0, o_timeout},
 	    {"keepalive", 1, 0, o_keepalive}, {"seed", 1, 0, o_seed}, {"tick-us", 1, 0, o_tick_us}, {"pgid", 1, 0, o_pgid},
-	    {"label", 1, 0, o_label},
+	    {"label", 1, 0, o_label}, {"persistent-subs", 0, 0, o_persistent_subs},
 	    {"verbose", 0, 0, o_verbose}, {"help", 0, 0, o_help}, {0, 0, 0, 0}};
 	optind = 2;
 	int o;
@@ -1359,6 +1362,7 @@ int main(int argc, char **argv)
 		case o_tick_us: O.tick_us = (int)num_arg(name, optarg, 0, 1000000); break;
 		case o_pgid: O.pgid = (int)num_arg(name, optarg, 0, INT_MAX); break;
 		case o_label: O.label = optarg; break;
+		case o_persistent_subs: O.persistent_subs = 1; break;
 		case o_verbose: O.verbose = 1; break;
 		case o_help: usage(stdout, 0); break;
 		default: usage(stderr, 2);

@@ -64,6 +64,11 @@ export interface BrokerContext {
   listening(type: keyof BrokerEventMap): boolean;
   /** A connection ended: publish its will if given, detach or end its session. */
   connectionClosed(connection: Connection, will: Will | undefined, reason: string): void;
+  /**
+   * Asks for `connection.flush()` at the end of this event-loop turn. One setImmediate serves
+   * every connection that wrote in the turn.
+   */
+  scheduleFlush(connection: Connection): void;
   /** An id for a client that sent an empty one with clean session [MQTT-3.1.3-6]. */
   generateClientId(): string;
 }

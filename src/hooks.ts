@@ -7,7 +7,9 @@ import type { QoS } from "./codec/packet.ts";
 
 /** Where a client connects from. For connections through the PSK sidecar this is the real client. */
 export interface RemoteAddress {
+  /** The client's IP address (behind the PSK sidecar: the one its PROXY header names). */
   hostname: string;
+  /** The client's source port. */
   port: number;
   /** "tcp", "tls", "ws", "wss", "psk" or whatever the transport says. */
   transport: string;
@@ -15,13 +17,17 @@ export interface RemoteAddress {
 
 /** What hooks and events know about a connected client. */
 export interface ClientInfo {
+  /** The client identifier; for an empty one with clean session, the one the broker assigned. */
   clientId: string;
+  /** The CONNECT's user name, when it had one. */
   username?: string;
+  /** Where the client connects from; absent when the connection did not say. */
   remoteAddress?: RemoteAddress;
 }
 
 /** What the `authenticate` hook is asked about. */
 export interface AuthenticateRequest extends ClientInfo {
+  /** The CONNECT's password as bytes (MQTT passwords are binary), when it had one. */
   password?: Uint8Array;
 }
 

@@ -12,11 +12,17 @@ export type LogSink = (level: Exclude<LogLevel, "silent">, message: string) => v
 
 /** The logger the broker and CLI use. */
 export interface Logger {
+  /** The least severe level that is written; "silent" writes nothing. */
   readonly level: LogLevel;
+  /** Logs detail for troubleshooting: per-client events, refused subscriptions, expiries. */
   debug(message: string): void;
+  /** Logs normal operation: listeners, refused CONNECTs, reloads, shutdown. */
   info(message: string): void;
+  /** Logs something that needs attention but keeps the broker serving. */
   warn(message: string): void;
+  /** Logs a failure: an internal error, a failed store write, a sidecar that died. */
   error(message: string): void;
+  /** Whether a line at `level` would be written, to skip building costly messages. */
   enabled(level: Exclude<LogLevel, "silent">): boolean;
 }
 

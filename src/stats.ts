@@ -28,23 +28,29 @@ export interface BrokerStats {
   sessions: number;
   /** Subscriptions over all sessions. */
   subscriptions: number;
-  /** Retained messages stored and their topic+payload bytes. */
+  /** Retained messages stored, the broker's own `$SYS` topics included. */
   retained: number;
+  /** Topic+payload size of the retained messages: what `maxRetainedBytes` bounds. */
   retainedBytes: number;
-  /** Messages queued or in flight over all sessions. */
+  /** Messages waiting in session queues, over all sessions. */
   queued: number;
+  /** QoS 1/2 messages sent and not yet acknowledged, over all sessions. */
   inflight: number;
   /** PUBLISH packets received from clients and in-process `publish()` calls. */
   messagesIn: number;
   /** PUBLISH packets sent to clients. */
   messagesOut: number;
+  /** MQTT bytes read from clients (after TLS or WebSocket framing is removed). */
   bytesIn: number;
+  /** MQTT bytes written to clients. */
   bytesOut: number;
-  /** Connections accepted since start, and refused with CONNACK 0x03 for a limit. */
+  /** Connections handled since start, those later refused included. */
   connectionsTotal: number;
+  /** Connections refused for a limit: CONNACK 0x03, or closed unanswered past 1 024 of those. */
   connectionsRefused: number;
   /** Connections closed for a protocol violation or a malformed packet. */
   protocolErrors: number;
+  /** Messages not delivered or not stored, by reason. */
   dropped: DropCounters;
 }
 

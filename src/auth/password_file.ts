@@ -187,9 +187,12 @@ export async function hashPassword(
  * Adds a user to a password file or changes its password, like `mosquitto_passwd -b`.
  *
  * Creates the file (mode 0600) when missing. Every other line, comments included, is kept as it
- * was. The new contents go to a temporary file in the same directory that is then renamed over
- * the old one, so a reader (or a crash) never sees half a file. The file ends up with mode 0600.
- * Not safe against concurrent writers of the same file.
+ * was. The file ends up with mode 0600. Not safe against concurrent writers of the same file.
+ *
+ * Permissions: `--allow-read=FILE --allow-write=FILE` is enough; the file is then rewritten in
+ * place (as `mosquitto_passwd` does). With read and write access to `FILE.tmp` too, the new
+ * contents go to `FILE.tmp`, which is then renamed over the file, so a reader (or a crash) never
+ * sees half a file. A `FILE.tmp` left by an interrupted run is refused, not overwritten.
  *
  * @example Add a user
  * ```ts
@@ -240,18 +243,33 @@ export async function setPasswordInFile(
   await writeAtomically(path, lines.join("\n") + "\n");
 }
 
+function granted(name: "read" | "write", path: string): boolean {
+  try {
+    return Deno.permissions.querySync({ name, path }).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
 async function writeAtomically(path: string, text: string): Promise<void> {
-  const slash = path.lastIndexOf("/");
-  const dir = slash >= 0 ? path.slice(0, slash + 1) : "";
-  const base = slash >= 0 ? path.slice(slash + 1) : path;
-  const suffix = encodeBase64(crypto.getRandomValues(new Uint8Array(6))).replace(/[+/]/g, "_");
-  const temp = `${dir}.${base}.${suffix}.tmp`;
-  const file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
+  const bytes = new TextEncoder().encode(text);
+  // A fixed name, so that permission can be granted for exactly it.
+  const temp = `${path}.tmp`;
+  if (!granted("read", temp) || !granted("write", temp)) return await rewriteInPlace(path, bytes);
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) {
+      throw new Error(
+        `${temp} exists: another passwd is running, or one was interrupted (then remove it)`,
+      );
+    }
+    throw error;
+  }
   try {
     try {
-      const bytes = new TextEncoder().encode(text);
-      let written = 0;
-      while (written < bytes.length) written += await file.write(bytes.subarray(written));
+      await writeAll(file, bytes);
       await file.sync();
     } finally {
       file.close();
@@ -262,6 +280,24 @@ async function writeAtomically(path: string, text: string): Promise<void> {
     await Deno.remove(temp).catch(() => {});
     throw error;
   }
+}
+
+// Without access to a temporary file: overwrite, then cut what is left of longer old contents.
+async function rewriteInPlace(path: string, bytes: Uint8Array): Promise<void> {
+  const file = await Deno.open(path, { write: true, create: true, mode: 0o600 });
+  try {
+    await writeAll(file, bytes);
+    await file.truncate(bytes.length);
+    await file.sync();
+  } finally {
+    file.close();
+  }
+  if (Deno.build.os !== "windows") await Deno.chmod(path, 0o600);
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await file.write(bytes.subarray(written));
 }
 
 function decodeHash(encoded: string, fail: (why: string) => never): Entry {

@@ -234,6 +234,21 @@ Deno.test("setPasswordInFile creates (0600), adds, changes, and keeps other line
   });
 });
 
+Deno.test("setPasswordInFile refuses to overwrite a FILE.tmp left by another run", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/passwords`;
+    await setPasswordInFile(path, "alice", "one");
+    const before = await Deno.readTextFile(path);
+    await Deno.writeTextFile(`${path}.tmp`, "someone else's\n");
+    await assert.rejects(
+      setPasswordInFile(path, "bob", "two"),
+      /passwords\.tmp exists: another passwd is running, or one was interrupted/,
+    );
+    assert.equal(await Deno.readTextFile(path), before, "left untouched");
+    assert.equal(await Deno.readTextFile(`${path}.tmp`), "someone else's\n", "not removed");
+  });
+});
+
 Deno.test("setPasswordInFile refuses bad user names and broken files", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/passwords`;

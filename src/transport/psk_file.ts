@@ -1,9 +1,13 @@
 /**
- * The PSK secrets file: `identity:hexkey` per line, the format stunnel's `PSKsecrets` and
- * mosquitto's `psk_file` read. Lines starting with `#` and blank lines are ignored.
+ * The PSK secrets file: `identity:hexkey` per line, the format stunnel's `PSKsecrets` reads
+ * (mosquitto's `psk_file` too). Empty lines are skipped.
  *
- * Every entry is checked up front so a bad file is refused at start with its name and line,
- * instead of stunnel failing later with "Failed to read PSK secrets" and no line.
+ * stunnel reads the file itself (so the broker needs no write permission for a copy), and
+ * stunnel 5.68 reads it literally: a `#` line is an error, a space before the colon is part of
+ * the identity and a space after the key turns it into a 33-byte ASCII key. So every line is
+ * checked here against what stunnel will make of it, and anything it would read differently
+ * from how it looks is refused at start with the file and line, instead of stunnel failing later
+ * with "Failed to read PSK secrets" and no line, or silently using another key.
  *
  * @module
  */
@@ -26,18 +30,19 @@ export const MAX_PSK_IDENTITY_BYTES = 255;
 const HEX = /^[0-9a-fA-F]*$/;
 
 /**
- * Parses the text of a PSK secrets file.
+ * Parses the text of a PSK secrets file. Empty lines are skipped; a line may end in CRLF.
  *
- * Throws a `SyntaxError` naming `source` and the line for: a missing colon, an empty identity,
- * an identity with surrounding whitespace or longer than 255 bytes, a key that is not hex (odd
- * length, non-hex digit), a key shorter than 16 bytes or longer than 512 bytes, and a duplicate
- * identity.
+ * Throws a `SyntaxError` naming `source` and the line for: a comment (`#`, which stunnel does
+ * not skip), a missing colon, an empty identity, leading or trailing whitespace (stunnel would
+ * keep it as part of the identity or read the key as ASCII), an identity longer than 255 bytes,
+ * a key that is not hex (odd length, non-hex digit), a key shorter than 16 bytes or longer than
+ * 512 bytes, and a duplicate identity.
  *
  * @example Parse one entry
  * ```ts
  * import { parsePskFile } from "./psk_file.ts";
  *
- * const [entry] = parsePskFile("# sensors\nsensor-1:00112233445566778899aabbccddeeff\n");
+ * const [entry] = parsePskFile("sensor-1:00112233445566778899aabbccddeeff\n");
  * console.log(entry.identity, entry.key.length); // "sensor-1" 16
  * ```
  */
@@ -51,14 +56,19 @@ export function parsePskFile(text: string, source = "PSK file"): PskEntry[] {
     const fail = (why: string): never => {
       throw new SyntaxError(`Cannot read ${source}: line ${lineNo}: ${why}`);
     };
-    const line = lines[i].replace(/\r$/, "").trim();
-    if (line === "" || line.startsWith("#")) continue;
+    const line = lines[i].replace(/\r$/, "");
+    if (line === "") continue;
+    if (line.trimStart().startsWith("#")) {
+      fail("comments are not allowed (stunnel reads this file as it is)");
+    }
+    if (line !== line.trim()) fail("leading or trailing whitespace (stunnel would keep it)");
     const colon = line.indexOf(":");
     if (colon < 0) fail('missing ":" between identity and key');
     const identity = line.slice(0, colon);
     const hex = line.slice(colon + 1);
     if (identity === "") fail("empty identity");
     if (identity !== identity.trim()) fail("identity has leading or trailing whitespace");
+    if (hex !== hex.trim()) fail(`key of "${identity}" has leading or trailing whitespace`);
     if (encoder.encode(identity).length > MAX_PSK_IDENTITY_BYTES) {
       fail(`identity longer than ${MAX_PSK_IDENTITY_BYTES} bytes`);
     }
@@ -98,7 +108,8 @@ export function parsePskFile(text: string, source = "PSK file"): PskEntry[] {
 export async function loadPskFile(path: string): Promise<PskEntry[]> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    // Keep a byte order mark: stunnel would read it as part of the first identity.
+    text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(await Deno.readFile(path));
   } catch (error) {
     throw new Error(`Cannot read PSK file ${path}: ${(error as Error).message}`, {
       cause: error,

@@ -3,10 +3,8 @@ import { formatPskFile, loadPskFile, parsePskFile } from "./psk_file.ts";
 
 const KEY = "00112233445566778899aabbccddeeff";
 
-Deno.test("parsePskFile reads entries, skipping comments and blank lines", () => {
-  const entries = parsePskFile(
-    `# comment\n\n  # indented comment\nsensor-1:${KEY}\r\nsensor-2:${KEY.toUpperCase()}ff\n`,
-  );
+Deno.test("parsePskFile reads entries, skipping empty lines, CRLF or LF", () => {
+  const entries = parsePskFile(`\nsensor-1:${KEY}\r\n\r\nsensor-2:${KEY.toUpperCase()}ff\n`);
   assert.equal(entries.length, 2);
   assert.equal(entries[0].identity, "sensor-1");
   assert.deepEqual(entries[0].key, Uint8Array.from({ length: 16 }, (_, i) => i * 0x11));
@@ -25,12 +23,19 @@ Deno.test("parsePskFile refuses bad lines, naming the source and the line", () =
     [`ok:${KEY}\nno-colon-here`, /^SyntaxError: Cannot read psk\.txt: line 2: missing ":"/],
     [`:${KEY}`, /line 1: empty identity/],
     [`id :${KEY}`, /line 1: identity has leading or trailing whitespace/],
+    // What stunnel reads differently from how it looks: refused, not silently another key.
+    [`# sensors\nid:${KEY}`, /line 1: comments are not allowed \(stunnel reads this file/],
+    [`id:${KEY}\n  # indented`, /line 2: comments are not allowed/],
+    [`id:${KEY} `, /line 1: leading or trailing whitespace \(stunnel would keep it\)/],
+    [` id:${KEY}`, /line 1: leading or trailing whitespace/],
+    [`id: ${KEY}`, /line 1: key of "id" has leading or trailing whitespace/],
+    [`id:${KEY}\n \n`, /line 2: leading or trailing whitespace/],
     [`id:${KEY}0`, /line 1: key of "id" has an odd number of hex digits/],
     [`id:${KEY.slice(2)}zz`, /line 1: key of "id" is not hex/],
     [`id:${KEY.slice(2)}`, /line 1: key of "id" is 15 bytes; at least 16 bytes \(32 hex digits\)/],
     [`id:${"ab".repeat(513)}`, /line 1: key of "id" is 513 bytes; at most 512/],
     [`${"i".repeat(256)}:${KEY}`, /line 1: identity longer than 255 bytes/],
-    [`# c\nid:${KEY}\n\nid:${KEY}`, /line 4: duplicate identity "id" \(first on line 2\)/],
+    [`\nid:${KEY}\n\nid:${KEY}`, /line 4: duplicate identity "id" \(first on line 2\)/],
   ];
   for (const [text, pattern] of cases) {
     assert.throws(() => parsePskFile(text, "psk.txt"), (e: Error) => {
@@ -67,7 +72,7 @@ Deno.test("loadPskFile names the path on a bad line, a missing file and an empty
     });
     await assert.rejects(loadPskFile(`${dir}/missing.txt`), /Cannot read PSK file .*missing\.txt/);
     const empty = `${dir}/empty.txt`;
-    await Deno.writeTextFile(empty, "# nothing\n");
+    await Deno.writeTextFile(empty, "\n\n");
     await assert.rejects(loadPskFile(empty), /no "identity:hexkey" entry/);
     const good = `${dir}/good.txt`;
     await Deno.writeTextFile(good, `good:${KEY}\n`);

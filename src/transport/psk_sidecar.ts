@@ -4,15 +4,22 @@
  * on loopback, prefixed with a PROXY v1 header that names the real client. That listener reads
  * the header with `acceptProxied(conn, "psk")` before `broker.handle(conn)`.
  *
- * Needs the stunnel binary (Debian/Ubuntu: `apt-get install stunnel4`) and `--allow-run`.
+ * Needs the stunnel binary (Debian/Ubuntu: `apt-get install stunnel4`), `--allow-run` of it and
+ * `--allow-read` of the PSK file. Nothing is written to disk: stunnel gets its configuration on
+ * stdin (`stunnel -fd 0`) and reads the PSK file itself, after `loadPskFile` checked that stunnel
+ * will read it as it looks.
  *
  * @module
  */
-import { formatPskFile, loadPskFile } from "./psk_file.ts";
+import { loadPskFile } from "./psk_file.ts";
 
 /** Options of {@linkcode PskSidecar.start}. */
 export interface PskSidecarOptions {
-  /** The `identity:hexkey` file (see `parsePskFile`); validated before stunnel starts. */
+  /**
+   * The `identity:hexkey` file (see `parsePskFile`); validated before stunnel starts, then read
+   * by stunnel itself (a relative path is relative to the current directory). Keep it mode 0600:
+   * stunnel warns otherwise.
+   */
   pskFile: string;
   /** Where stunnel listens for TLS-PSK clients, e.g. "0.0.0.0" or "127.0.0.1". */
   hostname: string;
@@ -65,8 +72,13 @@ const STUNNEL_IDLE_TIMEOUT_S = 100_000;
 const DEBUG_LEVELS: readonly StunnelDebugLevel[] = ["err", "warning", "notice", "info", "debug"];
 
 function checkConfigValue(name: string, value: string): void {
-  if (value === "" || /[\r\n]/.test(value)) {
-    throw new TypeError(`${name} must be a non-empty single line, got ${JSON.stringify(value)}`);
+  // stunnel trims option values: surrounding whitespace would name another file or host.
+  if (value === "" || /[\r\n\0]/.test(value) || value !== value.trim()) {
+    throw new TypeError(
+      `${name} must be a non-empty single line without surrounding whitespace, got ${
+        JSON.stringify(value)
+      }`,
+    );
   }
 }
 
@@ -146,14 +158,6 @@ function sleep(ms: number, wake: Promise<unknown>): Promise<void> {
   ]).finally(() => clearTimeout(timer));
 }
 
-async function removeDir(path: string): Promise<void> {
-  try {
-    await Deno.remove(path, { recursive: true });
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
-}
-
 const LOG_LINE = /^\d{4}\.\d\d\.\d\d \d\d:\d\d:\d\d LOG(\d)\[([^\]]*)\]: (.*)$/;
 const EARLY_LINE = /^\[(.)\] (.*)$/;
 const ACCEPTED = /accepted connection from .*:(\d+)$/;
@@ -178,7 +182,6 @@ const ACCEPTED = /accepted connection from .*:(\d+)$/;
  */
 export class PskSidecar {
   #child: Deno.ChildProcess;
-  #dir: string;
   #hostname: string;
   #port: number;
   #log: (level: LogLevel, message: string) => void;
@@ -196,13 +199,11 @@ export class PskSidecar {
 
   private constructor(
     child: Deno.ChildProcess,
-    dir: string,
     hostname: string,
     port: number,
     options: PskSidecarOptions,
   ) {
     this.#child = child;
-    this.#dir = dir;
     this.#hostname = hostname;
     this.#port = port;
     this.#log = options.log ?? defaultLog;
@@ -217,7 +218,6 @@ export class PskSidecar {
         "error",
         `stunnel exited on its own (code ${status.code}, signal ${status.signal})`,
       );
-      removeDir(this.#dir).catch(() => {});
       try {
         this.#onExit?.(status);
       } catch {
@@ -227,8 +227,8 @@ export class PskSidecar {
   }
 
   /**
-   * Validates the PSK file, writes `stunnel.conf` and the secrets into a private temporary
-   * directory (0700, files 0600), starts stunnel in the foreground and resolves once it accepts
+   * Validates the PSK file, starts stunnel in the foreground with its configuration on stdin
+   * (nothing is written to disk; stunnel reads the PSK file itself) and resolves once it accepts
    * connections on `hostname:port`. Fails with stunnel's error output if it exits first, and with
    * an install hint if the binary is missing.
    */
@@ -246,14 +246,15 @@ export class PskSidecar {
     if (options.stopTimeoutMs !== undefined && !(options.stopTimeoutMs >= 0)) {
       throw new RangeError(`stopTimeoutMs must be >= 0`);
     }
-    const entries = await loadPskFile(options.pskFile);
+    checkConfigValue("pskFile", options.pskFile);
+    await loadPskFile(options.pskFile);
     // Port 0: take a free port, then let stunnel bind it. Another process may grab it in between,
     // so a bind failure is retried with a new port.
     const attempts = options.port === 0 ? 3 : 1;
     for (let attempt = 1;; attempt++) {
       const port = options.port === 0 ? freePort(options.hostname) : options.port;
       try {
-        return await PskSidecar.#startOnce(options, formatPskFile(entries), port, startTimeoutMs);
+        return await PskSidecar.#startOnce(options, port, startTimeoutMs);
       } catch (error) {
         if (attempt >= attempts || !/Address already in use/.test(String(error))) throw error;
       }
@@ -262,56 +263,51 @@ export class PskSidecar {
 
   static async #startOnce(
     options: PskSidecarOptions,
-    secrets: string,
     port: number,
     startTimeoutMs: number,
   ): Promise<PskSidecar> {
     const binary = options.stunnel ?? "stunnel";
-    const dir = await Deno.makeTempDir({ prefix: "denomq-stunnel-" });
-    let sidecar: PskSidecar | undefined;
+    const config = stunnelConfig({
+      pskSecretsPath: options.pskFile,
+      hostname: options.hostname,
+      port,
+      targetPort: options.targetPort,
+      // At least "notice": start() needs stunnel's "accepted connection" lines; the lines
+      // beyond the requested level are dropped here.
+      debug: options.debug === "info" || options.debug === "debug" ? options.debug : "notice",
+    });
+    let child: Deno.ChildProcess;
     try {
-      await Deno.chmod(dir, 0o700);
-      const pskSecretsPath = `${dir}/psk_secrets.txt`;
-      const configPath = `${dir}/stunnel.conf`;
-      await Deno.writeTextFile(pskSecretsPath, secrets, { mode: 0o600, createNew: true });
-      const config = stunnelConfig({
-        pskSecretsPath,
-        hostname: options.hostname,
-        port,
-        targetPort: options.targetPort,
-        // At least "notice": start() needs stunnel's "accepted connection" lines; the lines
-        // beyond the requested level are dropped here.
-        debug: options.debug === "info" || options.debug === "debug" ? options.debug : "notice",
-      });
-      await Deno.writeTextFile(configPath, config, { mode: 0o600, createNew: true });
-      let child: Deno.ChildProcess;
-      try {
-        child = new Deno.Command(binary, {
-          args: [configPath],
-          stdin: "null",
-          stdout: "null",
-          stderr: "piped",
-        }).spawn();
-      } catch (error) {
-        if (error instanceof Deno.errors.NotFound) {
-          throw new Error(
-            `Cannot start the TLS-PSK sidecar: stunnel binary "${binary}" not found. ` +
-              `Install stunnel (Debian/Ubuntu: apt-get install stunnel4) or set its path.`,
-            { cause: error },
-          );
-        }
-        throw error;
-      }
-      sidecar = new PskSidecar(child, dir, options.hostname, port, options);
-      await sidecar.#waitReady(startTimeoutMs);
-      sidecar.#started = true;
-      sidecar.#startupAccepts.clear();
-      return sidecar;
+      // `-fd 0`: the configuration comes on stdin, so no file (and no write permission) is needed.
+      child = new Deno.Command(binary, {
+        args: ["-fd", "0"],
+        stdin: "piped",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
     } catch (error) {
-      if (sidecar) await sidecar.stop();
-      else await removeDir(dir);
+      if (error instanceof Deno.errors.NotFound) {
+        throw new Error(
+          `Cannot start the TLS-PSK sidecar: stunnel binary "${binary}" not found. ` +
+            `Install stunnel (Debian/Ubuntu: apt-get install stunnel4) or set its path.`,
+          { cause: error },
+        );
+      }
       throw error;
     }
+    const writer = child.stdin.getWriter();
+    // A stunnel that exits before reading its stdin fails start() through its exit status.
+    writer.write(new TextEncoder().encode(config)).then(() => writer.close()).catch(() => {});
+    const sidecar = new PskSidecar(child, options.hostname, port, options);
+    try {
+      await sidecar.#waitReady(startTimeoutMs);
+    } catch (error) {
+      await sidecar.stop();
+      throw error;
+    }
+    sidecar.#started = true;
+    sidecar.#startupAccepts.clear();
+    return sidecar;
   }
 
   /**
@@ -327,7 +323,7 @@ export class PskSidecar {
       await this.#stderrDone;
       const status = await exited;
       throw new Error(
-        `stunnel exited during start (code ${status.code}):\n${this.#tail.join("\n")}`,
+        `stunnel exited during start (code ${status.code}): ${this.#why()}`,
       );
     };
     let delayMs = 5;
@@ -342,20 +338,32 @@ export class PskSidecar {
         // Not listening yet.
       }
       while (probePort !== undefined && Date.now() < deadline) {
-        if (this.#startupAccepts.has(probePort)) return;
-        await failIfExited();
+        // Armed before checking: the line may come in while failIfExited() awaits.
         const accepted = new Promise<void>((resolve) => this.#onStartupAccept = resolve);
+        await failIfExited();
+        if (this.#startupAccepts.has(probePort)) return;
         await sleep(Math.max(deadline - Date.now(), 0), Promise.race([accepted, exited]));
       }
       if (Date.now() >= deadline) {
         throw new Error(
-          `stunnel did not accept on ${this.#hostname}:${this.#port} within ${timeoutMs} ms:\n` +
-            this.#tail.join("\n"),
+          `stunnel did not accept on ${this.#hostname}:${this.#port} within ${timeoutMs} ms: ` +
+            this.#why(),
         );
       }
       await sleep(delayMs, exited);
       delayMs = Math.min(delayMs * 2, 100);
     }
+  }
+
+  // One line for an error message: stunnel's errors and the line before the first (stunnel
+  // says "Address already in use" as a notice, then "Binding service failed" as the error);
+  // without errors, its last lines.
+  #why(): string {
+    const first = this.#tail.findIndex((line) => line.startsWith("!"));
+    const lines = first < 0
+      ? this.#tail.slice(-3)
+      : this.#tail.filter((line, i) => i === first - 1 || line.startsWith("!"));
+    return lines.map((line) => line.slice(1)).join("; ");
   }
 
   async #pumpStderr(stream: ReadableStream<Uint8Array>): Promise<void> {
@@ -396,16 +404,17 @@ export class PskSidecar {
         this.#onStartupAccept?.();
         return;
       }
-      // Expected without certificates: PSK authenticates both sides.
-      if (text === "No trusted certificates found") severity = 5;
     } else if (early) {
-      // Messages from before stunnel's log is set up: "[!]" errors, "[.]" notices, "[ ]" debug.
+      // Messages from before stunnel's log is set up: "[!]" errors, "[:]" warnings, "[.]"
+      // notices, "[ ]" debug.
       const [, mark, text] = early;
       message = text;
-      severity = mark === "!" ? 3 : mark === "." ? 5 : 7;
+      severity = mark === "!" ? 3 : mark === ":" ? 4 : mark === "." ? 5 : 7;
     }
+    // Expected without certificates: PSK authenticates both sides.
+    if (message === "No trusted certificates found") severity = 7;
     if (severity > this.#maxSeverity) return;
-    this.#tail.push(message);
+    this.#tail.push((severity <= 3 ? "!" : " ") + message);
     if (this.#tail.length > 20) this.#tail.shift();
     this.#log(severity <= 3 ? "error" : severity === 4 ? "warn" : "info", message);
   }
@@ -425,14 +434,9 @@ export class PskSidecar {
     return this.#port;
   }
 
-  /** The private directory holding `stunnel.conf` and the secrets; removed by `stop()`. */
-  get directory(): string {
-    return this.#dir;
-  }
-
   /**
-   * Stops stunnel (SIGTERM, then SIGKILL after `stopTimeoutMs`), waits for it to exit and removes
-   * the temporary directory. Idempotent; `onExit` is not called.
+   * Stops stunnel (SIGTERM, then SIGKILL after `stopTimeoutMs`) and waits for it to exit.
+   * Idempotent; `onExit` is not called.
    */
   stop(): Promise<void> {
     return this.#stopping ??= this.#stop();
@@ -458,7 +462,6 @@ export class PskSidecar {
     }
     await status;
     await this.#stderrDone;
-    await removeDir(this.#dir);
   }
 
   /** Same as `stop()`, for `await using`. */

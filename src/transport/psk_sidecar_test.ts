@@ -155,7 +155,7 @@ function pskArgs(port: number, tls: "tlsv1.2" | "tlsv1.3", key = KEY, identity =
 async function setup(extra: { log?: string[] } = {}) {
   const dir = await Deno.makeTempDir({ prefix: "psk-sidecar-test-" });
   const pskFile = `${dir}/psk.txt`;
-  await Deno.writeTextFile(pskFile, `# test identities\n${IDENTITY}:${KEY}\nother:${OTHER_KEY}\n`);
+  await Deno.writeTextFile(pskFile, `${IDENTITY}:${KEY}\nother:${OTHER_KEY}\n`, { mode: 0o600 });
   // mosquitto's --tls-version tlsv1.2 is a minimum (it negotiates 1.3 when it can): to prove
   // TLS 1.2 PSK works, cap the client's OpenSSL at 1.2 through its configuration.
   const tls12Conf = `${dir}/openssl-tls12.cnf`;
@@ -313,22 +313,19 @@ Deno.test("a wrong key or an unknown identity is refused before anything reaches
   assert.equal(t.log.filter((l) => /^error: SSL_accept/.test(l)).length, 4, t.log.join("\n"));
 });
 
-Deno.test("the sidecar keeps its secrets private; stop() ends stunnel and removes them", async () => {
+Deno.test("the sidecar writes nothing to disk: stunnel gets its config on stdin; stop() ends it", async () => {
+  const before = await stunnelTempDirs();
   await using t = await setup();
   const { sidecar } = t;
-  assert.equal((await Deno.stat(sidecar.directory)).mode! & 0o777, 0o700);
-  for await (const entry of Deno.readDir(sidecar.directory)) {
-    assert.equal((await Deno.stat(`${sidecar.directory}/${entry.name}`)).mode! & 0o777, 0o600);
-  }
-  const config = await Deno.readTextFile(`${sidecar.directory}/stunnel.conf`);
-  assert.match(config, new RegExp(`^connect = 127\\.0\\.0\\.1:${t.listener.port}$`, "m"));
+  assert.deepEqual(await stunnelTempDirs(), before, "no temporary directory");
   const pid = sidecar.pid;
+  const cmdline = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0");
+  assert.deepEqual(cmdline.slice(1, 3), ["-fd", "0"]);
   assert.ok((await Deno.stat(`/proc/${pid}`)).isDirectory);
   // Start-up probes are not logged as failed handshakes.
   assert.ok(!t.log.some((l) => l.startsWith("error:")), t.log.join("\n"));
   await sidecar.stop();
   await assert.rejects(Deno.stat(`/proc/${pid}`), Deno.errors.NotFound);
-  await assert.rejects(Deno.stat(sidecar.directory), Deno.errors.NotFound);
   await sidecar.stop(); // idempotent
   await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: sidecar.port }));
 });
@@ -362,7 +359,6 @@ Deno.test("onExit fires when stunnel is killed from outside, not on stop()", asy
     assert.equal(exits[0].signal, "SIGKILL");
     assert.ok(log.some((l) => /^error: stunnel exited on its own/.test(l)));
     await killed.stop();
-    await assert.rejects(Deno.stat(killed.directory), Deno.errors.NotFound);
 
     const stopped = await PskSidecar.start(options);
     await stopped.stop();

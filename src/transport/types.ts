@@ -14,10 +14,14 @@ import type { RemoteAddress } from "../hooks.ts";
  * resolves with how many it wrote.
  */
 export interface BrokerConn {
+  /** Reads into `buffer`; resolves with the byte count, or `null` at end of stream. */
   read(buffer: Uint8Array): Promise<number | null>;
+  /** Writes from `data`; resolves with the number of bytes written, which may be fewer. */
   write(data: Uint8Array): Promise<number>;
+  /** Closes; a pending `read` then resolves `null` or rejects. What it throws is ignored. */
   close(): void;
   /** Deno.Conn has this; plain objects may carry a RemoteAddress instead. */
   readonly remoteAddr?: Deno.Addr | RemoteAddress;
+  /** Nagle on or off. `broker.handle()` never calls it; `listen()` turns Nagle off itself. */
   setNoDelay?(noDelay?: boolean): void;
 }
