@@ -75,9 +75,10 @@ export async function main(args: string[]): Promise<number> {
     console.log(`denomq ${VERSION} (deno ${Deno.version.deno})`);
     return 0;
   }
-  // Until every listener is up, info lines are held: a start that fails prints its one error
-  // line alone, not "listening on" lines for listeners that are closed again at once.
-  const startup = holdInfoLines(config.logLevel);
+  // Until every listener is up, log lines are held: a start that fails prints its one error
+  // line alone (it says what went wrong), not "listening on" lines for listeners that are
+  // closed again at once, nor stunnel's own account of the failure.
+  const startup = holdLogLines(config.logLevel);
   const log = startup.log;
   const stoppers: Stopper[] = [];
   let fail: (reason: string) => void = () => {};
@@ -113,10 +114,10 @@ export async function main(args: string[]): Promise<number> {
   return typeof outcome === "string" ? 0 : 1;
 }
 
-function holdInfoLines(level: LogLevel): { log: Logger; release(): void; drop(): void } {
-  let held: [Parameters<typeof stderrSink>[0], string, Date][] | undefined = [];
+function holdLogLines(level: LogLevel): { log: Logger; release(): void; drop(): void } {
+  let held: [Parameters<typeof stderrSink>[0], string][] | undefined = [];
   const log = createLogger(level, (l, message) => {
-    if (held !== undefined && (l === "info" || l === "debug")) held.push([l, message, new Date()]);
+    if (held !== undefined) held.push([l, message]);
     else stderrSink(l, message);
   });
   return {
@@ -317,6 +318,8 @@ async function startListeners(
       const flag = error instanceof Error && error.cause instanceof Deno.errors.NotFound ||
           error instanceof Deno.errors.NotCapable
         ? `--stunnel ${config.stunnel}`
+        : /Address already in use/.test(errorText(error))
+        ? `--psk-port ${config.pskPort}`
         : `--psk-file ${config.pskFile}`;
       throw new UsageError(`${flag}: ${errorText(error)}`);
     }

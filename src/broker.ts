@@ -302,7 +302,7 @@ export class Broker extends EventTarget {
     const values: [string, string | number][] = [
       ["version", `denomq ${VERSION}`],
       ["uptime", `${Math.floor((Date.now() - this.#startedAt) / 1000)} seconds`],
-      ["clients/connected", s.connections],
+      ["clients/connected", this.#connectedClients()],
       ["clients/total", s.sessions],
       ["clients/disconnected", s.sessions - s.connections < 0 ? 0 : s.sessions - s.connections],
       ["messages/received", s.messagesIn],
@@ -572,6 +572,13 @@ export class Broker extends EventTarget {
     this.#nextExpiry = next;
   }
 
+  // Connections whose CONNECT was accepted (not sockets still before CONNECT).
+  #connectedClients(): number {
+    let n = 0;
+    for (const c of this.#connections) if (c.connected) n++;
+    return n;
+  }
+
   #endSession(session: Session): void {
     this.#router.unsubscribeAll(session);
     session.discard();
@@ -674,6 +681,14 @@ export class Broker extends EventTarget {
     const payload = typeof raw === "string" ? utf8.encode(raw) : raw;
     if (!(payload instanceof Uint8Array)) {
       return Promise.reject(new TypeError("publish: payload must be a Uint8Array or a string"));
+    }
+    // Subscribers never see a packet larger than a client could have sent.
+    if (payload.length + utf8.encode(topic).length + 7 > this.#limits.maxPacketSize) {
+      return Promise.reject(
+        new RangeError(
+          `publish: the message exceeds maxPacketSize (${this.#limits.maxPacketSize} bytes)`,
+        ),
+      );
     }
     this.#counters.messagesIn++;
     this.#publish(new Message(topic, payload, qos, retain === true), undefined);

@@ -7,6 +7,24 @@
 import { encodePublish } from "./codec/encoder.ts";
 import type { QoS } from "./codec/packet.ts";
 
+/** UTF-8 length of a string without encoding it (a lone surrogate counts as 3, as it encodes). */
+export function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) bytes += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        bytes += 2; // the pair is 2 UTF-16 units, 4 UTF-8 bytes
+        i++;
+      } else bytes += 2;
+    } else bytes += 2;
+  }
+  return bytes;
+}
+
 /** A message on its way through the broker. */
 export class Message {
   readonly topic: string;
@@ -23,9 +41,9 @@ export class Message {
     this.retain = retain;
   }
 
-  /** Topic and payload bytes: what the queue and retained limits count. */
+  /** Topic (UTF-8) and payload bytes: what the queue and retained limits count. */
   get size(): number {
-    return this.topic.length + this.payload.length;
+    return utf8Length(this.topic) + this.payload.length;
   }
 
   /**

@@ -12,7 +12,8 @@ export interface Limits {
   maxSessions: number;
   /** Subscriptions of one session. A SUBSCRIBE filter past it: SUBACK 0x80 for that filter. Default 10 000. */
   maxSubscriptionsPerSession: number;
-  /** QoS 1/2 messages sent to one client and not yet acknowledged. The rest waits in the session queue. Default 32. */
+  /** QoS 1/2 messages sent to one client and not yet acknowledged. The rest waits in the session queue. Default 128
+   * (mosquitto: 20; a larger window lets an acking subscriber keep up: 231k vs 142k QoS 1 msg/s measured with 32). */
   maxInflight: number;
   /** Messages waiting in one session's queue (offline, or past `maxInflight`, or a slow socket).
    * A message that would exceed it is dropped (newest dropped, like mosquitto) and counted as `queueFull`. Default 10 000
@@ -51,7 +52,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxConnections: 50_000,
   maxSessions: 100_000,
   maxSubscriptionsPerSession: 10_000,
-  maxInflight: 32,
+  maxInflight: 128,
   maxQueued: 10_000,
   maxQueuedBytes: 16 * 1024 * 1024,
   maxRetained: 100_000,

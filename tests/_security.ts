@@ -82,7 +82,7 @@ export interface RunningCli {
   stderr(): string;
   /** Sends `signal` (default SIGTERM) and waits for the exit. */
   stop(signal?: Deno.Signal): Promise<RunResult>;
-  /** Kills the CLI if it still runs and waits for it (for `finally`). */
+  /** Stops the CLI if it still runs (SIGTERM, SIGKILL after 5 s) and waits for it. */
   [Symbol.asyncDispose](): Promise<void>;
 }
 
@@ -124,8 +124,7 @@ export async function startCli(
       `listeners ${transports.join(", ")}`,
     );
   } catch (error) {
-    process.kill("SIGKILL");
-    await process.finished;
+    await stopGracefully(process);
     throw error;
   }
   const pid = /stunnel pid (\d+)/.exec(process.stderr());
@@ -138,11 +137,24 @@ export async function startCli(
       process.kill(signal);
       return await process.finished;
     },
-    async [Symbol.asyncDispose]() {
-      process.kill("SIGKILL");
-      await process.finished;
-    },
+    [Symbol.asyncDispose]: () => stopGracefully(process),
   };
+}
+
+/**
+ * SIGTERM, then SIGKILL after 5 s. SIGTERM first: a broker killed outright cannot stop its
+ * stunnel, which would outlive it.
+ */
+async function stopGracefully(process: Spawned): Promise<void> {
+  process.kill("SIGTERM");
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    process.finished,
+    new Promise<void>((resolve) => timer = setTimeout(resolve, 5_000)),
+  ]);
+  clearTimeout(timer);
+  process.kill("SIGKILL");
+  await process.finished;
 }
 
 /** Runs the CLI to completion (for the ones that must refuse to start). */
@@ -183,14 +195,13 @@ export async function waitForLog(
   return match!;
 }
 
-/** Whether a process with this pid exists (and is not a zombie). */
+/**
+ * Whether a process with this pid exists and is not a zombie. Asks `ps`: reading `/proc/PID`
+ * would need `--allow-all` under Deno, which the test task does not grant.
+ */
 export async function processAlive(pid: number): Promise<boolean> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    return !/^\d+ \(.*\) Z /.test(stat);
-  } catch {
-    return false;
-  }
+  const ps = await run("ps", ["-o", "stat=", "-p", String(pid)], { deadlineMs: 5_000 });
+  return ps.code === 0 && ps.stdout.trim() !== "" && !ps.stdout.trim().startsWith("Z");
 }
 
 /**
