@@ -95,19 +95,20 @@ export async function main(args: string[]): Promise<number> {
     return error instanceof UsageError ? 2 : 1;
   }
   startup.release();
-  const reload = auth === undefined ? undefined : () => {
-    auth!.reload().then((result) => {
-      if (result.ok) log.info("SIGHUP: password and ACL files reloaded");
-      else log.error(`SIGHUP: kept the previous rules: ${result.error}`);
-    }).catch((error) => log.error(`SIGHUP: ${errorText(error)}`));
-  };
-  if (reload !== undefined && Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", reload);
+  // SIGHUP always has a listener: without one, Deno would end the process on it.
+  const reload = auth === undefined
+    ? () => log.info("SIGHUP: no password or ACL file to reload")
+    : () => {
+      auth!.reload().then((result) => {
+        if (result.ok) log.info("SIGHUP: password and ACL files reloaded");
+        else log.error(`SIGHUP: kept the previous rules: ${result.error}`);
+      }).catch((error) => log.error(`SIGHUP: ${errorText(error)}`));
+    };
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", reload);
   const signals = waitForSignals();
   const outcome = await Promise.race([signals.signal, fatal.then((reason) => ({ fatal: reason }))]);
   signals.remove();
-  if (reload !== undefined && Deno.build.os !== "windows") {
-    Deno.removeSignalListener("SIGHUP", reload);
-  }
+  if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGHUP", reload);
   if (typeof outcome === "string") log.info(`${outcome}: shutting down`);
   else log.error(`shutting down: ${outcome.fatal}`);
   await stopAll(stoppers, log);

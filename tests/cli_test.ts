@@ -65,6 +65,29 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
   });
 }
 
+Deno.test("cli: SIGHUP without password or ACL files is logged and the broker keeps serving", async () => {
+  const port = freePort();
+  const cli = startCli(["--host", "127.0.0.1", "--port", String(port)]);
+  try {
+    await cli.waitForOutput("stderr", `listening on tcp 127.0.0.1:${port}`);
+    const [code, socket] = await connackCode(port, "before-hup");
+    assert.equal(code, 0);
+    cli.kill("SIGHUP");
+    await cli.waitForOutput("stderr", "SIGHUP: no password or ACL file to reload");
+    // The connected client is still served, and a new one is accepted.
+    await socket.send(Uint8Array.of(0xc0, 0x00));
+    assert.equal((await socket.next()).type, 13);
+    const [code2, socket2] = await connackCode(port, "after-hup");
+    assert.equal(code2, 0);
+    await socket.close();
+    await socket2.close();
+    await stopAndCheck(cli, "SIGTERM", [port]);
+  } finally {
+    cli.kill("SIGKILL");
+    await cli.finished;
+  }
+});
+
 Deno.test("cli --help and --version exit 0", async () => {
   const [help, version] = await Promise.all([runCli(["--help"]), runCli(["--version"])]);
   assert.equal(help.code, 0, help.stderr);
