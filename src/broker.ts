@@ -299,12 +299,13 @@ export class Broker extends EventTarget {
   // The $SYS topics mosquitto users look for; retained so a new subscriber sees them at once.
   #publishSys(): void {
     const s = this.stats();
+    const connected = this.#connectedClients();
     const values: [string, string | number][] = [
       ["version", `denomq ${VERSION}`],
       ["uptime", `${Math.floor((Date.now() - this.#startedAt) / 1000)} seconds`],
-      ["clients/connected", this.#connectedClients()],
+      ["clients/connected", connected],
       ["clients/total", s.sessions],
-      ["clients/disconnected", s.sessions - s.connections < 0 ? 0 : s.sessions - s.connections],
+      ["clients/disconnected", Math.max(0, s.sessions - connected)],
       ["messages/received", s.messagesIn],
       ["messages/sent", s.messagesOut],
       ["messages/dropped", Object.values(s.dropped).reduce((a, b) => a + b, 0)],
