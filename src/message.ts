@@ -48,7 +48,7 @@ export class Message {
 
   /**
    * The PUBLISH bytes at `qos` with DUP 0, retain 0 (forwarded) or 1 (sent from the retained
-   * store). For QoS > 0 the packet id is 0 and sits at `length - payload.length - 2`; the
+   * store). For QoS > 0 a placeholder packet id (1) sits at `length - payload.length - 2`; the
    * connection writes the real id into its own copy.
    */
   encoded(qos: QoS, retain: boolean): Uint8Array {

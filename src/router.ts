@@ -14,6 +14,7 @@ export class Router {
   #trie: TopicTrie<Session, QoS> = new TopicTrie();
   #generation = 0;
   #targets: Session[] = [];
+  #grants: number[] = [];
   #depth = 0;
 
   /** Subscriptions over all sessions. */
@@ -46,27 +47,31 @@ export class Router {
    */
   route(message: Message): number {
     const generation = ++this.#generation;
-    // Delivery can call hooks that publish again; a nested route gets its own target list.
-    const targets = this.#depth++ === 0 ? this.#targets : [];
+    // Delivery can call hooks that publish again; a nested route gets its own lists, and the
+    // grants are kept here, not read back from the sessions a nested route may re-mark.
+    const outer = this.#depth++ === 0;
+    const targets = outer ? this.#targets : [];
+    const grants = outer ? this.#grants : [];
     try {
       this.#trie.match(message.topic, (session, qos) => {
         if (session.mark !== generation) {
           session.mark = generation;
-          session.markQos = qos;
+          session.markIndex = targets.length;
           targets.push(session);
-        } else if (qos > session.markQos) {
-          session.markQos = qos;
+          grants.push(qos);
+        } else if (qos > grants[session.markIndex]) {
+          grants[session.markIndex] = qos;
         }
       });
       const published = message.qos;
       for (let i = 0; i < targets.length; i++) {
-        const session = targets[i];
-        const granted = session.markQos;
-        session.deliver(message, granted < published ? granted : published);
+        const granted = grants[i] as QoS;
+        targets[i].deliver(message, granted < published ? granted : published);
       }
       return targets.length;
     } finally {
       targets.length = 0;
+      grants.length = 0;
       this.#depth--;
     }
   }

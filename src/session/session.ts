@@ -87,9 +87,9 @@ export class Session {
   client: ClientInfo;
   /** Epoch ms after which an offline persistent session is removed; 0 while online or never. */
   expiresAt = 0;
-  /** Routing scratch: the publish generation that last matched this session, and the best QoS. */
+  /** Routing scratch: the publish generation that last matched this session, and its slot. */
   mark = 0;
-  markQos: QoS = 0;
+  markIndex = 0;
 
   #ctx: SessionContext;
   #queue: (Outgoing | undefined)[] = EMPTY_QUEUE;
@@ -258,15 +258,17 @@ export class Session {
     const link = this.link;
     if (link === undefined) return;
     const max = this.#ctx.limits.maxInflight;
-    const queue = this.#queue;
-    while (this.#head < queue.length && link.writable) {
-      const entry = queue[this.#head]!;
+    // `#queue` is read afresh each time: a send may re-enter pump() (an ack handled at once) and
+    // replace it.
+    while (this.#head < this.#queue.length && link.writable) {
+      const entry = this.#queue[this.#head]!;
       if (entry.qos > 0 && (this.#inflight?.size ?? 0) >= max) break;
-      queue[this.#head++] = undefined;
+      this.#queue[this.#head++] = undefined;
       this.#queuedBytes -= entry.message.size;
       this.#ctx.counters.queued--;
       this.#send(link, entry);
     }
+    const queue = this.#queue;
     if (this.#head === queue.length) {
       this.#queue = EMPTY_QUEUE;
       this.#head = 0;
