@@ -13,7 +13,7 @@ import { Broker } from "./mod.ts";
 import { FileAuth } from "./src/auth/file_auth.ts";
 import { setPasswordInFile } from "./src/auth/password_file.ts";
 import { type CliConfig, helpText, parseCliArgs, UsageError, VERSION } from "./src/cli_args.ts";
-import { createLogger, type Logger, type LogLevel, stderrSink } from "./src/logger.ts";
+import { createLogger, flushLogs, type Logger, type LogLevel, stderrSink } from "./src/logger.ts";
 import { SqlitePersistence } from "./src/persistence/sqlite.ts";
 import { acceptProxied } from "./src/transport/proxy_protocol.ts";
 import { loadPskFile } from "./src/transport/psk_file.ts";
@@ -172,6 +172,7 @@ async function startBroker(
     limits: config.limits,
     logger: log,
     sysIntervalMs: config.sysIntervalS * 1000,
+    logConnections: true,
     persistence,
     authenticate: auth?.authenticate,
     authorizePublish: auth?.authorizePublish,
@@ -183,21 +184,6 @@ async function startBroker(
     await broker.ready;
   } catch (error) {
     throw new UsageError(`--data-dir ${config.dataDir}: ${errorText(error)}`);
-  }
-  // Like mosquitto's "New client connected from": who, from where (behind the PSK sidecar, the
-  // address its PROXY header names), over what.
-  if (log.enabled("info")) {
-    broker.addEventListener("connect", ({ detail: { client } }) => {
-      const r = client.remoteAddress;
-      const user = client.username === undefined
-        ? ""
-        : ` as user ${JSON.stringify(client.username)}`;
-      log.info(
-        `client ${JSON.stringify(client.clientId)} connected from ${
-          r === undefined ? "?" : `${r.hostname}:${r.port} over ${r.transport}`
-        }${user}`,
-      );
-    });
   }
   if (log.enabled("debug")) {
     broker.addEventListener("subscribe", ({ detail: { client, subscriptions, granted } }) => {
@@ -423,5 +409,7 @@ async function passwd(args: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+  const code = await main(Deno.args);
+  flushLogs();
+  Deno.exit(code);
 }

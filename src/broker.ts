@@ -51,6 +51,11 @@ export interface BrokerOptions {
    */
   sysIntervalMs?: number;
   /**
+   * Log one info line per accepted CONNECT (who, from where, over what, as which user) and per
+   * disconnect, like mosquitto's "New client connected". Default false; the CLI turns it on.
+   */
+  logConnections?: boolean;
+  /**
    * Where persistent sessions and retained messages are kept across restarts: a
    * `SqlitePersistence` (or any `Persistence`). Without it, state lives in memory only and ends
    * with the process. With it, PUBACK/PUBREC/SUBACK to a client wait until the change is stored.
@@ -237,8 +242,10 @@ export class Broker extends EventTarget {
     // deno-lint-ignore no-this-alias
     const broker = this;
     const prefix = `auto-${crypto.randomUUID().slice(0, 8)}-`;
+    const logConnections = options.logConnections === true && this.#log.enabled("info");
     this.#ctx = {
       now: 0,
+      logConnections,
       limits: this.#limits,
       counters: this.#counters,
       router: this.#router,
@@ -607,10 +614,10 @@ export class Broker extends EventTarget {
     const willPublished = will !== undefined && !this.#closed;
     if (willPublished) this.#publishWill(connection.client, will!);
     if (connection.connected) {
-      if (this.#log.enabled("debug")) {
-        this.#log.debug(
-          `client ${JSON.stringify(connection.client.clientId)} disconnected: ${reason}`,
-        );
+      if (this.#ctx.logConnections || this.#log.enabled("debug")) {
+        const line = `client ${JSON.stringify(connection.client.clientId)} disconnected: ${reason}`;
+        if (this.#ctx.logConnections) this.#log.info(line);
+        else this.#log.debug(line);
       }
       if (this.#ctx.listening("disconnect")) {
         this.#emit("disconnect", { client: connection.client, reason, willPublished });

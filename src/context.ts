@@ -46,6 +46,8 @@ export interface BrokerContext {
    * stay unboxed.
    */
   now: number;
+  /** Whether connects and disconnects get an info log line each. */
+  readonly logConnections: boolean;
   readonly limits: Limits;
   readonly counters: Counters;
   readonly router: Router;

@@ -33,13 +33,40 @@ export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"
 
 const encoder = new TextEncoder();
 
-/** The default sink: `2026-11-22T10:00:00.000Z info message` on stderr. */
-export const stderrSink: LogSink = (level, message) => {
-  const line = `${new Date().toISOString()} ${level} ${message}\n`;
+// Lines logged in one burst (say, a thousand clients connecting in one event-loop tick) are
+// written with one system call at the end of it rather than one each.
+let pending: string[] = [];
+let flushQueued = false;
+
+function writeStderr(text: string): void {
   try {
-    Deno.stderr.writeSync(encoder.encode(line));
+    const bytes = encoder.encode(text);
+    let offset = 0;
+    while (offset < bytes.length) offset += Deno.stderr.writeSync(bytes.subarray(offset));
   } catch {
     // stderr closed: nothing sensible to do.
+  }
+}
+
+/** Writes the lines the default sink holds; it also runs by itself after each burst. */
+export function flushLogs(): void {
+  flushQueued = false;
+  if (pending.length === 0) return;
+  const text = pending.join("");
+  pending = [];
+  writeStderr(text);
+}
+
+/**
+ * The default sink: `2026-11-22T10:00:00.000Z info message` on stderr. Lines are written at the
+ * end of the current burst of work (a microtask), errors at once with what came before them.
+ */
+export const stderrSink: LogSink = (level, message) => {
+  pending.push(`${new Date().toISOString()} ${level} ${message}\n`);
+  if (level === "error") return flushLogs();
+  if (!flushQueued) {
+    flushQueued = true;
+    queueMicrotask(flushLogs);
   }
 };
 

@@ -34,6 +34,19 @@ function refuse(connection: Connection, returnCode: number, reason: string): voi
   connection.closeAfterFlush(reason);
 }
 
+// Like mosquitto's "New client connected from …": who, from where (behind the PSK sidecar, the
+// address its PROXY header names), over what, as whom.
+function logConnect(connection: Connection, packet: ConnectPacket): void {
+  const { client } = connection;
+  const r = client.remoteAddress;
+  const from = r === undefined ? "?" : `${r.hostname}:${r.port} over ${r.transport}`;
+  const user = client.username === undefined ? "" : ` as user ${JSON.stringify(client.username)}`;
+  connection.ctx.log.info(
+    `client ${JSON.stringify(client.clientId)} connected from ${from}${user} ` +
+      `(clean ${packet.cleanSession ? 1 : 0}, keep-alive ${packet.keepAlive} s)`,
+  );
+}
+
 function encodeDup(message: Message, qos: QoS, retain: boolean, packetId: number): Uint8Array {
   return encodePublish(message.topic, message.payload, qos, retain, true, packetId);
 }
@@ -177,6 +190,7 @@ function accept(
     if (connection.isClosed || connection.session !== session) return;
     connection.sendPacket(connack);
     session.resume(encodeDup, pubrel);
+    if (ctx.logConnections) logConnect(connection, packet);
     if (ctx.listening("connect")) {
       ctx.emit("connect", {
         client: connection.client,
