@@ -346,17 +346,28 @@ export class Connection implements SessionLink {
     this.#write(data);
   }
 
-  async #write(data: Uint8Array): Promise<void> {
+  // Promise callbacks rather than an async function: a write per connection per turn, and each
+  // async frame is garbage that grows the young generation.
+  #write(data: Uint8Array): void {
+    let pending: Promise<number>;
     try {
-      let offset = 0;
-      while (offset < data.length) {
-        offset += await this.#conn.write(offset === 0 ? data : data.subarray(offset));
-      }
+      pending = this.#conn.write(data);
     } catch (error) {
-      this.#writing = false;
-      this.#ioError(error);
+      this.#writeFailed(error);
       return;
     }
+    pending.then(
+      (n) => n < data.length ? this.#write(data.subarray(n)) : this.#written(),
+      (error) => this.#writeFailed(error),
+    );
+  }
+
+  #writeFailed(error: unknown): void {
+    this.#writing = false;
+    this.#ioError(error);
+  }
+
+  #written(): void {
     this.#writing = false;
     this.#writingBytes = 0;
     if (this.#isClosed) return;
