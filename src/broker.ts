@@ -5,6 +5,7 @@
  * @module
  */
 import type { QoS, Will } from "./codec/packet.ts";
+import { Decoder } from "./codec/decoder.ts";
 import { Connection } from "./connection.ts";
 import type { BrokerContext, Hooks, StateMirror } from "./context.ts";
 import type { BrokerEventMap } from "./events.ts";
@@ -247,6 +248,7 @@ export class Broker extends EventTarget {
       now: 0,
       logConnections,
       limits: this.#limits,
+      decoder: new Decoder({ maxPacketSize: this.#limits.maxPacketSize }),
       counters: this.#counters,
       router: this.#router,
       retained: this.#retained,

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Decoder } from "./codec/decoder.ts";
+import type { Decoder } from "./codec/decoder.ts";
 import { encodeAck, PINGRESP_BYTES } from "./codec/encoder.ts";
 import { DecodeError, type Packet, type Will } from "./codec/packet.ts";
 import type { BrokerContext } from "./context.ts";
@@ -47,7 +47,9 @@ export class Connection implements SessionLink {
   readonly createdAt: number;
 
   #conn: BrokerConn;
-  #decoder: Decoder;
+  // Only while this connection holds bytes of its own (a packet cut by a read, or undecoded bytes
+  // while it waits); otherwise the broker's shared decoder serves it.
+  #decoder: Decoder | undefined;
   #isClosed = false;
   #firstByteChecked = false;
   // Made only when someone waits for the close: most connections never need it.
@@ -82,7 +84,6 @@ export class Connection implements SessionLink {
     this.#conn = conn;
     this.overLimit = overLimit;
     this.client = { clientId: "", remoteAddress: remote };
-    this.#decoder = new Decoder({ maxPacketSize: ctx.limits.maxPacketSize });
     this.createdAt = this.lastActivity = ctx.now;
     if (ctx.limits.rateLimitMessages > 0 || ctx.limits.rateLimitBytes > 0) {
       this.#rate = {
@@ -116,7 +117,7 @@ export class Connection implements SessionLink {
     // thousands and each suspended frame costs memory.
     try {
       let buffer = new Uint8Array(MIN_READ);
-      const decoder = this.#decoder;
+      const shared = this.ctx.decoder;
       const counters = this.ctx.counters;
       while (!this.isClosed) {
         let n: number | null;
@@ -135,25 +136,39 @@ export class Connection implements SessionLink {
         this.lastActivity = this.ctx.now;
         // Anything but CONNECT first is refused from its first byte, not after waiting for a
         // body it announces [MQTT-3.1.0-1].
-        if (
-          !this.connected && decoder.bufferedBytes === 0 && buffer[0] !== 0x10 &&
-          !this.#firstByteChecked
-        ) {
+        if (!this.connected && !this.#firstByteChecked && buffer[0] !== 0x10) {
           this.#violation(new ProtocolError(`first packet must be CONNECT [MQTT-3.1.0-1]`));
           break;
         }
         this.#firstByteChecked = true;
+        // The shared decoder is empty whenever this loop waits: before any await, what it holds
+        // moves into a decoder of this connection's own.
+        let decoder = this.#decoder ?? shared;
         try {
           decoder.push(buffer, n);
           for (let packet = decoder.next(); packet !== undefined; packet = decoder.next()) {
             const pending = this.#dispatch(packet);
-            if (pending !== undefined) await pending;
+            if (pending !== undefined) {
+              if (decoder === shared) decoder = this.#decoder = shared.detach();
+              await pending;
+            }
             if (this.isClosed) break;
             // Over its rate budget: wait before the next packet, even within one read, so a
             // large read does not let a burst through. The read buffer is not reused meanwhile.
-            if (this.#rate !== undefined && this.#pauseMs() > 0) await this.#pause();
+            if (this.#rate !== undefined && this.#pauseMs() > 0) {
+              if (decoder === shared) decoder = this.#decoder = shared.detach();
+              await this.#pause();
+            }
+          }
+          if (decoder === shared) {
+            // Drained, except perhaps the copied start of a packet the next read completes.
+            if (this.isClosed) shared.reset();
+            else if (shared.bufferedBytes > 0) this.#decoder = shared.detach();
+          } else if (decoder.bufferedBytes === 0) {
+            this.#decoder = undefined;
           }
         } catch (error) {
+          if (decoder === shared) shared.reset();
           this.#violation(error);
           break;
         }

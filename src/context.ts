@@ -3,6 +3,7 @@
  *
  * @module
  */
+import type { Decoder } from "./codec/decoder.ts";
 import type { Will } from "./codec/packet.ts";
 import type { Connection } from "./connection.ts";
 import type { BrokerEventMap } from "./events.ts";
@@ -49,6 +50,11 @@ export interface BrokerContext {
   /** Whether connects and disconnects get an info log line each. */
   readonly logConnections: boolean;
   readonly limits: Limits;
+  /**
+   * The decoder every connection uses while it holds no bytes of its own; decoding is
+   * synchronous, and a connection detaches what it must keep before it waits.
+   */
+  readonly decoder: Decoder;
   readonly counters: Counters;
   readonly router: Router;
   readonly retained: RetainedStore;

@@ -1095,3 +1095,34 @@ Deno.test("decoder only ever throws DecodeError on random bytes (seeded)", () =>
   // Guards against a fuzzer that never reaches the decoding paths.
   assert.ok(decoded > 2_000, `only ${decoded} packets decoded`);
 });
+
+Deno.test("decoder detach() moves a partial packet and unread bytes into a new decoder; reset() forgets", () => {
+  const shared = new Decoder({ maxPacketSize: 1024 });
+  // PINGREQ, then the first 3 bytes of a PUBLISH "a/b" QoS 0 with payload "xy".
+  const publish = [0x30, 7, 0, 3, 0x61, 0x2f, 0x62, 0x78, 0x79];
+  shared.push(new Uint8Array([0xc0, 0, ...publish.slice(0, 3)]));
+  assert.deepEqual(shared.next(), { type: "pingreq" });
+  assert.equal(shared.next(), undefined);
+  assert.equal(shared.bufferedBytes, 3);
+  const own = shared.detach();
+  assert.equal(shared.bufferedBytes, 0, "the shared decoder is empty again");
+  assert.equal(own.bufferedBytes, 3);
+  // Another connection uses the shared decoder meanwhile.
+  shared.push(new Uint8Array([0xd0, 0]));
+  assert.deepEqual(shared.next(), { type: "pingresp" });
+  own.push(new Uint8Array(publish.slice(3)));
+  const packet = own.next() as { type: string; topic: string; payload: Uint8Array };
+  assert.equal(packet.type, "publish");
+  assert.equal(packet.topic, "a/b");
+  assert.deepEqual(Array.from(packet.payload), [0x78, 0x79]);
+  // An error travels with detach, and reset() clears it.
+  shared.push(new Uint8Array([0x00, 0]));
+  assert.throws(() => shared.next(), DecodeError);
+  const broken = shared.detach();
+  assert.throws(() => broken.next(), DecodeError);
+  shared.push(new Uint8Array([0xc0, 0]));
+  assert.deepEqual(shared.next(), { type: "pingreq" });
+  broken.reset();
+  broken.push(new Uint8Array([0xc0, 0]));
+  assert.deepEqual(broken.next(), { type: "pingreq" });
+});

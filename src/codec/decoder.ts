@@ -95,6 +95,40 @@ export class Decoder {
   }
 
   /**
+   * Moves everything this decoder holds (unread bytes, a partial packet, an error) into a new
+   * decoder and leaves this one empty. One decoder can then serve many connections in turn: a
+   * connection detaches the state it must keep (a packet cut by a read, or bytes still to decode
+   * while it waits) into a decoder of its own. Borrowed chunks stay borrowed.
+   */
+  detach(): Decoder {
+    const other = new Decoder({ maxPacketSize: this.#maxPacketSize });
+    other.#chunk = this.#chunk;
+    other.#pos = this.#pos;
+    other.#end = this.#end;
+    other.#partial = this.#partial;
+    other.#partialLength = this.#partialLength;
+    other.#partialTotal = this.#partialTotal;
+    other.#partialHeaderLength = this.#partialHeaderLength;
+    other.#error = this.#error;
+    other.#headerLength = this.#headerLength;
+    this.reset();
+    return other;
+  }
+
+  /** Forgets everything held, an error included. */
+  reset(): void {
+    this.#chunk = EMPTY;
+    this.#pos = 0;
+    this.#end = 0;
+    this.#partial = undefined;
+    this.#partialLength = 0;
+    this.#partialTotal = 0;
+    this.#partialHeaderLength = 0;
+    this.#error = undefined;
+    this.#headerLength = 0;
+  }
+
+  /**
    * Appends the first `length` bytes of `chunk` (all of it by default). The chunk is referenced,
    * not copied, unless earlier bytes are still pending; do not overwrite it before `next()` has
    * returned `undefined`.
