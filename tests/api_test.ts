@@ -19,6 +19,7 @@ import {
   type SubscribeEventDetail,
   type UnsubscribeEventDetail,
 } from "../mod.ts";
+import { collect, connectMqtt } from "./_mqttjs.ts";
 import { isListening, parsePublish, raw, RawSocket, readExactly, waitFor } from "./_util.ts";
 
 const decoder = new TextDecoder();
@@ -27,29 +28,6 @@ async function startBroker(options: BrokerOptions = {}) {
   const broker = new Broker({ logLevel: "silent", ...options });
   const listener = await broker.listen({ hostname: "127.0.0.1", port: 0 });
   return { broker, port: listener.port, listener };
-}
-
-function connectMqtt(port: number, options: mqtt.IClientOptions = {}): Promise<mqtt.MqttClient> {
-  return mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
-    protocolVersion: 4,
-    reconnectPeriod: 0,
-    ...options,
-  });
-}
-
-interface Received {
-  topic: string;
-  payload: string;
-  qos: number;
-  retain: boolean;
-}
-
-function collect(client: mqtt.MqttClient): Received[] {
-  const messages: Received[] = [];
-  client.on("message", (topic, payload, packet) => {
-    messages.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain });
-  });
-  return messages;
 }
 
 /** One end of an in-memory byte stream. */

@@ -13,22 +13,8 @@ import { SqlitePersistence } from "../mod.ts";
 import { DurableBroker, spawnCli, startCli, withTempDir } from "./_durable.ts";
 import * as r from "./_raw.ts";
 import { RawClient, TYPE } from "./_raw.ts";
+import { connectMqtt, type Received } from "./_mqttjs.ts";
 import { waitFor, withDeadline } from "./_util.ts";
-
-function connectMqtt(port: number, options: mqtt.IClientOptions = {}): Promise<mqtt.MqttClient> {
-  return mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
-    protocolVersion: 4,
-    reconnectPeriod: 0,
-    ...options,
-  });
-}
-
-interface Received {
-  topic: string;
-  payload: string;
-  qos: number;
-  retain: boolean;
-}
 
 Deno.test("durable: retained messages survive a restart; a cleared one stays cleared [MQTT-3.3.1-10]", async () => {
   await withTempDir(async (dir) => {

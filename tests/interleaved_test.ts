@@ -7,25 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { Broker } from "../mod.ts";
-
-const utf8 = new TextEncoder();
-
-function packet(first: number, body: number[]): number[] {
-  const header = [first];
-  let n = body.length;
-  do {
-    let digit = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) digit |= 0x80;
-    header.push(digit);
-  } while (n > 0);
-  return [...header, ...body];
-}
-
-function str(text: string): number[] {
-  const b = utf8.encode(text);
-  return [b.length >> 8, b.length & 0xff, ...b];
-}
+import { raw } from "./_util.ts";
 
 async function readPackets(conn: Deno.Conn, count: number): Promise<number[][]> {
   const out: number[][] = [];
@@ -67,9 +49,9 @@ Deno.test("40 clients with packets cut into 1-3 byte pieces, interleaved, each d
       // every possible place, fixed headers included.
       const payload = Array.from({ length: 100 + i }, (_, k) => (k * 7 + i) & 0xff);
       const bytes = [
-        ...packet(0x10, [...str("MQTT"), 4, 2, 0, 30, ...str(`c${i}`)]),
-        ...packet(0x82, [0, 1, ...str(topic), 1]),
-        ...packet(0x32, [...str(topic), 0, 9, ...payload]),
+        ...raw.connect({ clientId: `c${i}`, keepAlive: 30 }),
+        ...raw.subscribe(1, [[topic, 1]]),
+        ...raw.publish(topic, new Uint8Array(payload), { qos: 1, packetId: 9 }),
       ];
       for (let at = 0; at < bytes.length;) {
         const k = 1 + Math.floor(rnd() * 3);

@@ -9,6 +9,7 @@ import {
   PINGRESP_BYTES,
 } from "./encoder.ts";
 import { DecodeError, type Packet } from "./packet.ts";
+import { mulberry32 as prng } from "../_test_prng.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers. Fixture bytes are written by hand; `s()` only spells out the bytes of an ASCII text.
@@ -1016,18 +1017,6 @@ Deno.test("encoder accepts a topic of exactly 65535 bytes", () => {
 
 // ---------------------------------------------------------------------------------------------
 // Random input: only DecodeError, never a hang; whatever decodes re-encodes to the same packet.
-
-/** mulberry32: a small seeded PRNG, so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Feeds `bytes` in random chunks; returns the packets, or the DecodeError. Fails on anything else. */
 function fuzzOnce(bytes: Uint8Array, rand: () => number, maxPacketSize: number): Packet[] {

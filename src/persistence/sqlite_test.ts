@@ -10,6 +10,7 @@ import {
   SqlitePersistence,
   type SyncMode,
 } from "./sqlite.ts";
+import { mulberry32 as prng } from "../_test_prng.ts";
 
 const BIG: LoadLimits = {
   maxSessions: 1_000_000,
@@ -363,16 +364,6 @@ Deno.test("sqlite: after kill -9, every seq whose commit() resolved is there (sy
     assert.ok(found.length >= printed[printed.length - 1]);
   });
 });
-
-/** A small deterministic PRNG (mulberry32), so that a failing seed can be replayed. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 Deno.test("sqlite: random change sequences load exactly as the memory store's (coalesced writes keep their meaning)", async () => {
   const { MemoryPersistence } = await import("./memory.ts");

@@ -11,6 +11,7 @@ import { Message } from "../message.ts";
 import { type Limits, resolveLimits } from "../options.ts";
 import { Counters } from "../stats.ts";
 import { RELEASED, SENT, Session, type SessionContext, type SessionLink } from "./session.ts";
+import { mulberry32 } from "../_test_prng.ts";
 
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder();
@@ -518,18 +519,6 @@ Deno.test("session authorizeForward false: not delivered, counted forwardDenied"
 });
 
 // ---- property test ---------------------------------------------------------------------------
-
-/** Small seeded PRNG (mulberry32) so that the random test is reproducible. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The reference model of one session: a FIFO queue, an ordered inflight list, what was sent. */
 interface ModelEntry {

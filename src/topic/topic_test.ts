@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { isSysTopic, matchTopic, validateTopicFilter, validateTopicName } from "./topic.ts";
 import { TopicTree } from "./topic_tree.ts";
 import { TopicTrie } from "./topic_trie.ts";
+import { mulberry32 } from "../_test_prng.ts";
 
 const MAX = 65_535;
 const LEVELS = 128;
@@ -330,15 +331,3 @@ Deno.test("TopicTree.matchFilter follows the examples of section 4.7 [MQTT-4.7.1
     assert.deepEqual(hits, matches ? [`${topic}:7`] : [], `${filter} vs ${topic}`);
   }
 });
-
-/** Small seeded PRNG (mulberry32) so that random tests are reproducible. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -2,18 +2,7 @@ import assert from "node:assert/strict";
 import { matchTopic, validateTopicFilter, validateTopicName } from "./topic.ts";
 import { TopicTree } from "./topic_tree.ts";
 import { TopicTrie } from "./topic_trie.ts";
-
-/** Small seeded PRNG (mulberry32) so that random tests are reproducible. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "../_test_prng.ts";
 
 function collect<K, V>(trie: TopicTrie<K, V>, topic: string): string[] {
   const out: string[] = [];
