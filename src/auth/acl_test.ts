@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Acl } from "./acl.ts";
+import { withMosquitto } from "./_mosquitto_testing.ts";
 
 const ACL = `
 # General section: anonymous clients only.
@@ -447,14 +448,6 @@ Deno.test("Acl.load names the missing file", async () => {
 
 // --- Cross-check against the real mosquitto ---------------------------------------------------
 
-/** A port that was free a moment ago (mosquitto cannot listen on port 0). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
 async function run(command: string, args: string[]): Promise<string> {
   const { code, stdout, stderr } = await new Deno.Command(command, {
     args,
@@ -527,67 +520,40 @@ async function mosquittoAllows(port: number, row: Row, n: number): Promise<boole
 
 Deno.test("Acl agrees with mosquitto 2.0.11 on the trickiest rows (and differs where meant to)", async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "acl_test_" });
-  const port = freePort();
-  const log = `${dir}/mosquitto.log`;
   await Deno.writeTextFile(`${dir}/acl`, ACL);
-  await Deno.writeTextFile(
-    `${dir}/mosquitto.conf`,
-    [
-      `listener ${port} 127.0.0.1`,
-      "allow_anonymous true", // no password file: user names are taken as given
-      `acl_file ${dir}/acl`,
-      "user root",
-      `log_dest file ${log}`,
-    ].join("\n") + "\n",
-  );
-  const broker = new Deno.Command("mosquitto", {
-    args: ["-c", `${dir}/mosquitto.conf`],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
   try {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-        break;
-      } catch {
-        if (Date.now() > deadline) throw new Error(`mosquitto did not start: ${log}`);
-        await new Promise((resolve) => setTimeout(resolve, 20));
+    // No password file: user names are taken as given.
+    await withMosquitto(dir, ["allow_anonymous true", `acl_file ${dir}/acl`], async (port) => {
+      const acl = Acl.parse(ACL, "acl");
+      const rows = ROWS.filter((row) => row.mosquitto !== undefined);
+      assert.ok(rows.length >= 12);
+      let n = 0;
+      for (const row of rows) {
+        await t.step(describe(row), async () => {
+          const ours = check(acl, row);
+          const mosquitto = await mosquittoAllows(port, row, n++);
+          const theirs = row.mosquittoDiffers ? !row.expected : row.expected;
+          assert.deepEqual({ ours, mosquitto }, { ours: row.expected, mosquitto: theirs });
+        });
       }
-    }
-    const acl = Acl.parse(ACL, "acl");
-    const rows = ROWS.filter((row) => row.mosquitto !== undefined);
-    assert.ok(rows.length >= 12);
-    let n = 0;
-    for (const row of rows) {
-      await t.step(describe(row), async () => {
-        const ours = check(acl, row);
-        const mosquitto = await mosquittoAllows(port, row, n++);
-        const theirs = row.mosquittoDiffers ? !row.expected : row.expected;
-        assert.deepEqual({ ours, mosquitto }, { ours: row.expected, mosquitto: theirs });
-      });
-    }
-    await t.step(
-      "SUBSCRIBE: mosquitto 2.0.11 grants any filter, we refuse uncovered ones",
-      async () => {
-        const suback = async (user: string, filter: string) => {
-          const output = await run("mosquitto_sub", [
-            ...clientArgs(port, user, `${user}-sub`),
-            ...["-t", filter, "-E", "-d"],
-          ]);
-          return /Subscribed \(mid: \d+\): (\d+)/.exec(output)?.[1];
-        };
-        assert.equal(await suback("alice", "#"), "0");
-        assert.equal(await suback("alice", "alice/secret/#"), "0");
-        assert.equal(acl.forClient("alice", "alice-sub").canSubscribe("#"), false);
-        assert.equal(acl.forClient("alice", "alice-sub").canSubscribe("alice/secret/#"), false);
-      },
-    );
+      await t.step(
+        "SUBSCRIBE: mosquitto 2.0.11 grants any filter, we refuse uncovered ones",
+        async () => {
+          const suback = async (user: string, filter: string) => {
+            const output = await run("mosquitto_sub", [
+              ...clientArgs(port, user, `${user}-sub`),
+              ...["-t", filter, "-E", "-d"],
+            ]);
+            return /Subscribed \(mid: \d+\): (\d+)/.exec(output)?.[1];
+          };
+          assert.equal(await suback("alice", "#"), "0");
+          assert.equal(await suback("alice", "alice/secret/#"), "0");
+          assert.equal(acl.forClient("alice", "alice-sub").canSubscribe("#"), false);
+          assert.equal(acl.forClient("alice", "alice-sub").canSubscribe("alice/secret/#"), false);
+        },
+      );
+    });
   } finally {
-    broker.kill("SIGTERM");
-    await broker.status;
     await Deno.remove(dir, { recursive: true });
   }
 });
