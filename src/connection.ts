@@ -25,6 +25,28 @@ const LINGER_MS = 5_000;
 const NO_CHUNKS: Uint8Array[] = [];
 const NO_NUMBERS: number[] = [];
 
+// Bits of Connection.#flags: one field instead of a boolean field each.
+const CONNECTED = 1;
+const OVER_LIMIT = 2;
+const CLOSED = 4;
+const CLOSING = 8;
+const FIRST_BYTE_CHECKED = 16;
+const WRITING = 32;
+const SCHEDULED = 64;
+
+// State most connections never need, kept out of the Connection object (every field there is
+// paid by every idle client).
+interface Rare {
+  closed?: Promise<void>;
+  resolveClosed?: () => void;
+  closingSince: number;
+  lingerReason: string;
+  pauseTimer?: ReturnType<typeof setTimeout>;
+  resume?: () => void;
+  drained?: () => void;
+  rate?: { messages: number; bytes: number; at: number };
+}
+
 /** A protocol violation: the connection is closed and the will published. */
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -37,11 +59,8 @@ export class ProtocolError extends Error {
 export class Connection implements SessionLink {
   readonly ctx: BrokerContext;
   readonly client: ClientInfo;
-  /** Set when the broker was at `maxConnections` as this connection arrived. */
-  readonly overLimit: boolean;
   session: Session | undefined;
   will: Will | undefined;
-  connected = false;
   keepAliveMs = 0;
   lastActivity: number;
   readonly createdAt: number;
@@ -50,29 +69,17 @@ export class Connection implements SessionLink {
   // Only while this connection holds bytes of its own (a packet cut by a read, or undecoded bytes
   // while it waits); otherwise the broker's shared decoder serves it.
   #decoder: Decoder | undefined;
-  #isClosed = false;
-  #firstByteChecked = false;
-  // Made only when someone waits for the close: most connections never need it.
-  #closed: Promise<void> | undefined;
-  #resolveClosed: (() => void) | undefined;
-  #closingSince = -1;
-  #lingerReason = "";
+  #flags = 0;
+  #rare: Rare | undefined;
   // Write queue: chunks, and for PUBLISH copies the packet id to write at length - tail. The
   // arrays are allocated on the first packet of a turn and dropped after the flush.
   #single: Uint8Array | undefined;
   #chunks: Uint8Array[] = NO_CHUNKS;
-  #packetIds: number[] = NO_NUMBERS;
-  #tails: number[] = NO_NUMBERS;
+  // Per chunk: 0, or the packet id to write and how far from the chunk's end, as
+  // tail * 65536 + packetId (exact in a double: tails stay below 2^28).
+  #patches: number[] = NO_NUMBERS;
   #queuedBytes = 0;
   #writingBytes = 0;
-  #writing = false;
-  #scheduled = false;
-  // Rate limit buckets, only when a rate limit is set; the timer that resumes reading.
-  #rate: { messages: number; bytes: number; at: number } | undefined;
-  #pauseTimer: ReturnType<typeof setTimeout> | undefined;
-  // Set while reading waits for the socket to drain.
-  #drained: (() => void) | undefined;
-  #resume: (() => void) | undefined;
 
   constructor(
     ctx: BrokerContext,
@@ -82,7 +89,7 @@ export class Connection implements SessionLink {
   ) {
     this.ctx = ctx;
     this.#conn = conn;
-    this.overLimit = overLimit;
+    if (overLimit) this.#flags = OVER_LIMIT;
     this.client = { clientId: "", remoteAddress: remote };
     this.createdAt = this.lastActivity = ctx.now;
     if (ctx.limits.rateLimitMessages > 0 || ctx.limits.rateLimitBytes > 0) {
@@ -94,6 +101,104 @@ export class Connection implements SessionLink {
     }
   }
 
+  /** Set once the CONNECT is accepted. */
+  get connected(): boolean {
+    return (this.#flags & CONNECTED) !== 0;
+  }
+  set connected(value: boolean) {
+    this.#flag(CONNECTED, value);
+  }
+
+  /** Set when the broker was at `maxConnections` as this connection arrived. */
+  get overLimit(): boolean {
+    return (this.#flags & OVER_LIMIT) !== 0;
+  }
+
+  #flag(bit: number, value: boolean): void {
+    this.#flags = value ? this.#flags | bit : this.#flags & ~bit;
+  }
+
+  get #isClosed(): boolean {
+    return (this.#flags & CLOSED) !== 0;
+  }
+  set #isClosed(value: boolean) {
+    this.#flag(CLOSED, value);
+  }
+  get #firstByteChecked(): boolean {
+    return (this.#flags & FIRST_BYTE_CHECKED) !== 0;
+  }
+  set #firstByteChecked(value: boolean) {
+    this.#flag(FIRST_BYTE_CHECKED, value);
+  }
+  get #writing(): boolean {
+    return (this.#flags & WRITING) !== 0;
+  }
+  set #writing(value: boolean) {
+    this.#flag(WRITING, value);
+  }
+  get #scheduled(): boolean {
+    return (this.#flags & SCHEDULED) !== 0;
+  }
+  set #scheduled(value: boolean) {
+    this.#flag(SCHEDULED, value);
+  }
+
+  #rareState(): Rare {
+    return this.#rare ??= { closingSince: -1, lingerReason: "" };
+  }
+  // Made only when someone waits for the close: most connections never need it.
+  get #closed(): Promise<void> | undefined {
+    return this.#rare?.closed;
+  }
+  set #closed(value: Promise<void> | undefined) {
+    this.#rareState().closed = value;
+  }
+  get #resolveClosed(): (() => void) | undefined {
+    return this.#rare?.resolveClosed;
+  }
+  set #resolveClosed(value: (() => void) | undefined) {
+    this.#rareState().resolveClosed = value;
+  }
+  get #closingSince(): number {
+    return (this.#flags & CLOSING) === 0 ? -1 : this.#rare!.closingSince;
+  }
+  set #closingSince(value: number) {
+    this.#rareState().closingSince = value;
+    this.#flag(CLOSING, value !== -1);
+  }
+  get #lingerReason(): string {
+    return this.#rare?.lingerReason ?? "";
+  }
+  set #lingerReason(value: string) {
+    this.#rareState().lingerReason = value;
+  }
+  // Rate limit buckets, only when a rate limit is set; the timer that resumes reading.
+  get #rate(): Rare["rate"] {
+    return this.#rare?.rate;
+  }
+  set #rate(value: Rare["rate"]) {
+    this.#rareState().rate = value;
+  }
+  get #pauseTimer(): Rare["pauseTimer"] {
+    return this.#rare?.pauseTimer;
+  }
+  set #pauseTimer(value: Rare["pauseTimer"]) {
+    this.#rareState().pauseTimer = value;
+  }
+  get #resume(): (() => void) | undefined {
+    return this.#rare?.resume;
+  }
+  set #resume(value: (() => void) | undefined) {
+    this.#rareState().resume = value;
+  }
+  // Set while reading waits for the socket to drain.
+  get #drained(): (() => void) | undefined {
+    return this.#rare?.drained;
+  }
+  set #drained(value: (() => void) | undefined) {
+    this.#rareState().drained = value;
+  }
+
   /** Resolves when the connection is closed. */
   get closed(): Promise<void> {
     if (this.#isClosed) return Promise.resolve();
@@ -102,13 +207,13 @@ export class Connection implements SessionLink {
 
   /** Whether the connection is closed or closing. */
   get isClosed(): boolean {
-    return this.#isClosed || this.#closingSince !== -1;
+    return (this.#flags & (CLOSED | CLOSING)) !== 0;
   }
 
   /** False while more than `maxSocketBufferBytes` wait to be written. */
   get writable(): boolean {
     return this.#queuedBytes + this.#writingBytes < this.ctx.limits.maxSocketBufferBytes &&
-      this.#closingSince === -1;
+      (this.#flags & CLOSING) === 0;
   }
 
   /** Runs the read loop until the connection closes. Never rejects. */
@@ -297,18 +402,15 @@ export class Connection implements SessionLink {
   #append(bytes: Uint8Array, packetId: number, tail: number): void {
     if (this.#chunks === NO_CHUNKS) {
       this.#chunks = [];
-      this.#packetIds = [];
-      this.#tails = [];
+      this.#patches = [];
       if (this.#single !== undefined) {
         this.#chunks.push(this.#single);
-        this.#packetIds.push(0);
-        this.#tails.push(0);
+        this.#patches.push(0);
         this.#single = undefined;
       }
     }
     this.#chunks.push(bytes);
-    this.#packetIds.push(packetId);
-    this.#tails.push(tail);
+    this.#patches.push(packetId === 0 ? 0 : tail * 65536 + packetId);
     this.#queued(bytes.length);
   }
 
@@ -332,28 +434,27 @@ export class Connection implements SessionLink {
     } else if (chunks.length === 0) {
       if (this.#closingSince !== -1) this.#finishClose();
       return;
-    } else if (chunks.length === 1 && this.#packetIds[0] === 0) {
+    } else if (chunks.length === 1 && this.#patches[0] === 0) {
       data = chunks[0];
     } else {
       data = new Uint8Array(this.#queuedBytes);
-      const ids = this.#packetIds;
-      const tails = this.#tails;
+      const patches = this.#patches;
       let offset = 0;
       for (let i = 0; i < chunks.length; i++) {
         const chunk = chunks[i];
         data.set(chunk, offset);
         offset += chunk.length;
-        const id = ids[i];
-        if (id !== 0) {
-          const at = offset - tails[i];
+        const patch = patches[i];
+        if (patch !== 0) {
+          const id = patch % 65536;
+          const at = offset - (patch - id) / 65536;
           data[at] = id >> 8;
           data[at + 1] = id & 0xff;
         }
       }
     }
     this.#chunks = NO_CHUNKS;
-    this.#packetIds = NO_NUMBERS;
-    this.#tails = NO_NUMBERS;
+    this.#patches = NO_NUMBERS;
     this.#writingBytes = data.length;
     this.#queuedBytes = 0;
     this.#writing = true;
@@ -445,8 +546,7 @@ export class Connection implements SessionLink {
     }
     this.#single = undefined;
     this.#chunks = NO_CHUNKS;
-    this.#packetIds = NO_NUMBERS;
-    this.#tails = NO_NUMBERS;
+    this.#patches = NO_NUMBERS;
     const will = publishWill ? this.will : undefined;
     this.will = undefined;
     this.ctx.connectionClosed(this, will, reason);
