@@ -53,3 +53,18 @@ export async function withMosquitto(
     await child.status;
   }
 }
+
+/** Runs a command to completion; stdout and stderr come back together as text. */
+export async function runTool(
+  command: string,
+  args: string[],
+): Promise<{ code: number; output: string }> {
+  const { code, stdout, stderr } = await new Deno.Command(command, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const output = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
+  return { code, output };
+}

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Acl } from "./acl.ts";
-import { withMosquitto } from "./_mosquitto_testing.ts";
+import { runTool, withMosquitto } from "./_mosquitto_testing.ts";
 
 const ACL = `
 # General section: anonymous clients only.
@@ -448,14 +448,9 @@ Deno.test("Acl.load names the missing file", async () => {
 
 // --- Cross-check against the real mosquitto ---------------------------------------------------
 
+/** Runs a mosquitto client; a non-zero exit is an error here. */
 async function run(command: string, args: string[]): Promise<string> {
-  const { code, stdout, stderr } = await new Deno.Command(command, {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const output = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
+  const { code, output } = await runTool(command, args);
   if (code !== 0) throw new Error(`${command} ${args.join(" ")} exited ${code}: ${output}`);
   return output;
 }

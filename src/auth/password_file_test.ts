@@ -5,20 +5,9 @@ import {
   PasswordFile,
   setPasswordInFile,
 } from "./password_file.ts";
-import { withMosquitto } from "./_mosquitto_testing.ts";
+import { runTool, withMosquitto } from "./_mosquitto_testing.ts";
 
 const utf8 = (s: string) => new TextEncoder().encode(s);
-
-async function run(command: string, args: string[]): Promise<{ code: number; output: string }> {
-  const { code, stdout, stderr } = await new Deno.Command(command, {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const output = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
-  return { code, output };
-}
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "password_file_test_" });
@@ -32,8 +21,11 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
 Deno.test("PasswordFile reads $7$ (PBKDF2-SHA512) files written by mosquitto_passwd", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/passwords`;
-    assert.equal((await run("mosquitto_passwd", ["-c", "-b", path, "alice", "secret"])).code, 0);
-    assert.equal((await run("mosquitto_passwd", ["-b", path, "carol", "pässwörd ✓"])).code, 0);
+    assert.equal(
+      (await runTool("mosquitto_passwd", ["-c", "-b", path, "alice", "secret"])).code,
+      0,
+    );
+    assert.equal((await runTool("mosquitto_passwd", ["-b", path, "carol", "pässwörd ✓"])).code, 0);
     const text = await Deno.readTextFile(path);
     assert.match(text, /^alice:\$7\$\d+\$[A-Za-z0-9+/]+=*\$[A-Za-z0-9+/]+=*$/m);
     const file = await PasswordFile.load(path);
@@ -52,7 +44,7 @@ Deno.test("PasswordFile reads $7$ (PBKDF2-SHA512) files written by mosquitto_pas
 Deno.test("PasswordFile reads $6$ (salted SHA-512) files written by mosquitto_passwd -H sha512", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/passwords`;
-    const made = await run("mosquitto_passwd", [
+    const made = await runTool("mosquitto_passwd", [
       "-H",
       "sha512",
       "-c",
@@ -156,10 +148,10 @@ Deno.test("setPasswordInFile creates (0600), adds, changes, and keeps other line
     assert.equal(await (await PasswordFile.load(path)).verify("alice", utf8("one")), true);
 
     // A file made by mosquitto_passwd, with a comment and a $6$ user: all kept as they were.
-    assert.equal((await run("mosquitto_passwd", ["-c", "-b", path, "bob", "two"])).code, 0);
+    assert.equal((await runTool("mosquitto_passwd", ["-c", "-b", path, "bob", "two"])).code, 0);
     await Deno.chmod(path, 0o644);
     assert.equal(
-      (await run("mosquitto_passwd", ["-H", "sha512", "-b", path, "carol", "3"])).code,
+      (await runTool("mosquitto_passwd", ["-H", "sha512", "-b", path, "carol", "3"])).code,
       0,
     );
     const before = "# managed by hand\n" + await Deno.readTextFile(path);
