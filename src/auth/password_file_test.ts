@@ -211,7 +211,7 @@ Deno.test("mosquitto accepts password files we write, and refuses wrong password
     await setPasswordInFile(path, "erin", "battery");
     await withMosquitto(dir, ["allow_anonymous false", `password_file ${path}`], async (port) => {
       const publish = (user: string, password: string) =>
-        run("mosquitto_pub", [
+        runTool("mosquitto_pub", [
           ...["-h", "127.0.0.1", "-p", String(port), "-V", "mqttv311"],
           ...["-u", user, "-P", password, "-t", "t", "-m", "m"],
         ]);
