@@ -6,6 +6,7 @@
  */
 import type { QoS, Will } from "./codec/packet.ts";
 import { Decoder } from "./codec/decoder.ts";
+import { utf8Length } from "./codec/encoder.ts";
 import { Connection } from "./connection.ts";
 import type { BrokerContext, Hooks, StateMirror } from "./context.ts";
 import type { BrokerEventMap } from "./events.ts";
@@ -693,7 +694,7 @@ export class Broker extends EventTarget {
       return Promise.reject(new TypeError("publish: payload must be a Uint8Array or a string"));
     }
     // Subscribers never see a packet larger than a client could have sent.
-    if (payload.length + utf8.encode(topic).length + 7 > this.#limits.maxPacketSize) {
+    if (payload.length + utf8Length(topic) + 7 > this.#limits.maxPacketSize) {
       return Promise.reject(
         new RangeError(
           `publish: the message exceeds maxPacketSize (${this.#limits.maxPacketSize} bytes)`,

@@ -4,26 +4,8 @@
  *
  * @module
  */
-import { encodePublish } from "./codec/encoder.ts";
+import { encodePublish, utf8Length } from "./codec/encoder.ts";
 import type { QoS } from "./codec/packet.ts";
-
-/** UTF-8 length of a string without encoding it (a lone surrogate counts as 3, as it encodes). */
-export function utf8Length(text: string): number {
-  let bytes = text.length;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x80) continue;
-    if (c < 0x800) bytes += 1;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
-      const next = text.charCodeAt(i + 1);
-      if (next >= 0xdc00 && next <= 0xdfff) {
-        bytes += 2; // the pair is 2 UTF-16 units, 4 UTF-8 bytes
-        i++;
-      } else bytes += 2;
-    } else bytes += 2;
-  }
-  return bytes;
-}
 
 /** A message on its way through the broker. */
 export class Message {
@@ -33,6 +15,8 @@ export class Message {
   readonly retain: boolean;
   #forwarded: (Uint8Array | undefined)[] = [undefined, undefined, undefined];
   #retained: (Uint8Array | undefined)[] | undefined;
+  // Counted on first use: queue and retained accounting ask for it on the way in and out.
+  #size = -1;
 
   constructor(topic: string, payload: Uint8Array, qos: QoS, retain: boolean) {
     this.topic = topic;
@@ -41,9 +25,13 @@ export class Message {
     this.retain = retain;
   }
 
-  /** Topic (UTF-8) and payload bytes: what the queue and retained limits count. */
+  /**
+   * Topic (UTF-8) and payload bytes: what the queue and retained limits count. Topics reach a
+   * Message validated, so the count never throws.
+   */
   get size(): number {
-    return utf8Length(this.topic) + this.payload.length;
+    if (this.#size < 0) this.#size = utf8Length(this.topic) + this.payload.length;
+    return this.#size;
   }
 
   /**

@@ -17,6 +17,9 @@ import type {
 } from "./packet.ts";
 import { utf8Length, writeUtf8 } from "./_utf8.ts";
 
+// The byte count the encoder uses, for callers that size things as they go on the wire.
+export { utf8Length };
+
 /** Largest remaining length the 4-byte variable length encoding can carry. */
 const MAX_REMAINING_LENGTH = 268_435_455;
 /** Largest string or binary field (2-byte length prefix). */
