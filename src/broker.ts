@@ -264,6 +264,7 @@ export class Broker extends EventTarget {
       publish: (message, from) => this.#publish(message, from),
       emit: (type, detail) => this.#emit(type, detail),
       listening: (type) => (this.#handlers.get(type)?.size ?? 0) > 0,
+      endSession: (session) => this.#endSession(session),
       connectionClosed: (connection, will, reason) =>
         this.#connectionClosed(connection, will, reason),
       generateClientId: () => prefix + (++nextId).toString(36),

@@ -70,6 +70,8 @@ export interface BrokerContext {
   emit<K extends keyof BrokerEventMap>(type: K, detail: BrokerEventMap[K]): void;
   /** Whether anyone listens for `type`, so callers can skip building the detail. */
   listening(type: keyof BrokerEventMap): boolean;
+  /** Ends a session: its subscriptions, queue and registry entry, and its stored copy. */
+  endSession(session: Session): void;
   /** A connection ended: publish its will if given, detach or end its session. */
   connectionClosed(connection: Connection, will: Will | undefined, reason: string): void;
   /**

@@ -145,10 +145,7 @@ function accept(
     session !== undefined && session.link === undefined && session.expiresAt !== 0 &&
     session.expiresAt <= Date.now()
   ) {
-    ctx.router.unsubscribeAll(session);
-    session.discard();
-    ctx.sessions.delete(clientId);
-    ctx.mirror?.sessionDeleted(session);
+    ctx.endSession(session);
     session = undefined;
   }
   if (session === undefined && ctx.sessions.size >= ctx.limits.maxSessions) {
@@ -164,10 +161,7 @@ function accept(
   let sessionPresent = false;
   if (session !== undefined && (packet.cleanSession || session.clean)) {
     // [MQTT-3.1.2-6] a clean session discards the previous one.
-    ctx.router.unsubscribeAll(session);
-    session.discard();
-    ctx.sessions.delete(clientId);
-    ctx.mirror?.sessionDeleted(session);
+    ctx.endSession(session);
     session = undefined;
   }
   if (session === undefined) {
