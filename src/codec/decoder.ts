@@ -10,6 +10,7 @@
 import {
   type ConnectPacket,
   DecodeError,
+  type DisconnectPacket,
   type EmptyPacket,
   type Packet,
   type QoS,
@@ -458,7 +459,7 @@ const READER = new Reader();
 // Packets without fields are shared: a client flooding PINGREQ makes no garbage per packet.
 const PINGREQ_PACKET: EmptyPacket = Object.freeze({ type: "pingreq" });
 const PINGRESP_PACKET: EmptyPacket = Object.freeze({ type: "pingresp" });
-const DISCONNECT_PACKET: EmptyPacket = Object.freeze({ type: "disconnect" });
+const DISCONNECT_PACKET: DisconnectPacket = Object.freeze({ type: "disconnect" });
 
 function truncated(what: string): DecodeError {
   return new DecodeError(`Cannot decode packet: truncated ${what}`);
