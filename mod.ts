@@ -71,6 +71,9 @@ export type {
   SessionRecord,
   SkippedCounts,
   StoredMessage,
+  StoredProperties,
+  StoredSubscription,
+  StoredWill,
 } from "./src/persistence/persistence.ts";
 export { MemoryPersistence } from "./src/persistence/memory.ts";
 export {
