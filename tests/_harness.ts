@@ -77,6 +77,8 @@ export const TEST_AUTH_METHOD = "TEST-CHALLENGE";
 export interface TestAuthStep {
   method: string;
   data?: Uint8Array;
+  reauthenticate?: boolean;
+  step?: number;
 }
 
 /** The hook's answer. */
@@ -99,28 +101,27 @@ export function challengeAuth(step: TestAuthStep): TestAuthResult {
 /** Our BrokerOptions for the knobs (the one place that knows proto5's option names). */
 export function ourV5Options(
   v5: V5Knobs,
-): { limits: Record<string, number>; options: Record<string, unknown> } {
-  const limits: Record<string, number> = {};
+): { limits: Record<string, number | boolean>; options: Record<string, unknown> } {
+  const limits: Record<string, number | boolean> = {};
   const options: Record<string, unknown> = {};
-  const features: Record<string, unknown> = {};
-  if (v5.maxKeepAlive !== undefined) limits.maxKeepAlive = v5.maxKeepAlive;
-  if (v5.receiveMaximum !== undefined) limits.receiveMaximum = v5.receiveMaximum;
-  if (v5.topicAliasMaximum !== undefined) limits.topicAliasMaximum = v5.topicAliasMaximum;
-  if (v5.maxPacketSize !== undefined) limits.maxPacketSize = v5.maxPacketSize;
-  if (v5.maxSessionExpiry !== undefined) limits.maxSessionExpiry = v5.maxSessionExpiry;
-  if (v5.maxMessageExpiry !== undefined) limits.maxMessageExpiry = v5.maxMessageExpiry;
-  if (v5.maxQos !== undefined) features.maxQos = v5.maxQos;
-  if (v5.retainAvailable !== undefined) features.retain = v5.retainAvailable;
-  if (v5.wildcardSubscriptions !== undefined) {
-    features.wildcardSubscriptions = v5.wildcardSubscriptions;
-  }
-  if (v5.subscriptionIdentifiers !== undefined) {
-    features.subscriptionIdentifiers = v5.subscriptionIdentifiers;
-  }
-  if (v5.sharedSubscriptions !== undefined) features.sharedSubscriptions = v5.sharedSubscriptions;
-  if (Object.keys(features).length > 0) options.features = features;
+  const put = (name: string, value: number | boolean | undefined) => {
+    if (value !== undefined) limits[name] = value;
+  };
+  put("maxKeepAlive", v5.maxKeepAlive);
+  put("receiveMaximum", v5.receiveMaximum);
+  put("topicAliasMaximum", v5.topicAliasMaximum);
+  put("maxPacketSize", v5.maxPacketSize);
+  put("maxSessionExpiry", v5.maxSessionExpiry);
+  put("maxMessageExpiry", v5.maxMessageExpiry);
+  put("maxQos", v5.maxQos);
+  put("retainAvailable", v5.retainAvailable);
+  put("wildcardSubscriptionAvailable", v5.wildcardSubscriptions);
+  put("subscriptionIdentifierAvailable", v5.subscriptionIdentifiers);
+  put("sharedSubscriptionAvailable", v5.sharedSubscriptions);
   if (v5.responseInformation !== undefined) options.responseInformation = v5.responseInformation;
-  if (v5.challengeAuth) options.authenticateEnhanced = challengeAuth;
+  if (v5.challengeAuth) {
+    options.authenticateEnhanced = (step: TestAuthStep) => challengeAuth(step);
+  }
   return { limits, options };
 }
 
