@@ -284,13 +284,17 @@ function copySubscription(s: StoredSubscription): StoredSubscription {
 }
 
 function copyOutbound(record: OutboundRecord): OutboundRecord {
-  return {
+  const copy: OutboundRecord = {
     clientId: record.clientId,
     seq: record.seq,
     packetId: record.packetId,
     state: record.state,
     message: copyMessage(record.message, record.message.retain),
   };
+  if (record.subscriptionIds !== undefined && record.subscriptionIds.length > 0) {
+    copy.subscriptionIds = [...record.subscriptionIds];
+  }
+  return copy;
 }
 
 function copyMessage(m: StoredMessage, retain: boolean): StoredMessage {

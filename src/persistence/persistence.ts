@@ -22,8 +22,8 @@ import type { QoS } from "../codec/packet.ts";
  * none.
  */
 export interface StoredProperties {
-  /** Payload Format Indicator: 0 unspecified bytes, 1 UTF-8. */
-  payloadFormatIndicator?: number;
+  /** Payload Format Indicator: false unspecified bytes, true UTF-8. */
+  payloadFormatIndicator?: boolean;
   /** Content Type. */
   contentType?: string;
   /** Response Topic. */
@@ -141,6 +141,8 @@ export interface OutboundRecord {
   state: OutboundState;
   /** The message itself. */
   message: StoredMessage;
+  /** 5.0 Subscription Identifiers it is delivered with (resent with it); absent: none. */
+  subscriptionIds?: number[];
 }
 
 /** A session as loaded: the record plus its outbound messages and unreleased QoS 2 packet ids. */

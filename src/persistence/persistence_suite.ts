@@ -331,7 +331,7 @@ export function persistenceSuite(name: string, makeStore: () => Promise<StoreFix
     store.load(BIG);
     const later = Date.now() + 3_600_000;
     const properties: StoredProperties = {
-      payloadFormatIndicator: 1,
+      payloadFormatIndicator: true,
       contentType: "application/json; charset=utf-8",
       responseTopic: "reply/ü",
       correlationData: bytes(0, 255, 7, 0),
@@ -385,7 +385,11 @@ export function persistenceSuite(name: string, makeStore: () => Promise<StoreFix
       properties: {},
     });
     const records: OutboundRecord[] = [
-      { ...out("v5", 1, "sent", 1), message: { ...message("o/1", bytes(1)), properties } },
+      {
+        ...out("v5", 1, "sent", 1),
+        message: { ...message("o/1", bytes(1)), properties },
+        subscriptionIds: [3, 268_435_455],
+      },
       { ...out("v5", 2), message: { ...message("o/2", bytes(2), 2), expiresAt: later } },
       {
         ...out("v5", 3),

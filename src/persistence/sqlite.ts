@@ -99,6 +99,7 @@ const TABLES: Readonly<Record<number, Readonly<Record<string, readonly string[]>
       "retain",
       "expires_at",
       "properties",
+      "subscription_ids",
     ],
     inbound_qos2: ["client_id", "packet_id"],
   },
@@ -106,7 +107,7 @@ const TABLES: Readonly<Record<number, Readonly<Record<string, readonly string[]>
 
 // WITHOUT ROWID: every table is looked up by its primary key and nothing else. The columns are in
 // the order that schema 1 + MIGRATIONS[1] leaves them, so a new and a migrated file are the same.
-// `properties` and `will_properties` are JSON (NULL: none); `expires_at` 0 is "never"; the will_*
+// `properties` and `will_properties` are JSON (NULL: none), `subscription_ids` a JSON array; `expires_at` 0 is "never"; the will_*
 // columns are NULL when the session has no delayed will; `expiry_interval` NULL is "the broker's".
 const SCHEMA = `
 CREATE TABLE retained (
@@ -140,6 +141,7 @@ CREATE TABLE outbound (
   retain INTEGER NOT NULL,
   expires_at INTEGER NOT NULL DEFAULT 0,
   properties TEXT,
+  subscription_ids TEXT,
   PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE inbound_qos2 (
@@ -170,6 +172,7 @@ ALTER TABLE sessions ADD COLUMN will_expiry INTEGER;
 ALTER TABLE sessions ADD COLUMN will_at INTEGER;
 ALTER TABLE outbound ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE outbound ADD COLUMN properties TEXT;
+ALTER TABLE outbound ADD COLUMN subscription_ids TEXT;
 PRAGMA user_version = 2;
 `,
 };
@@ -228,6 +231,7 @@ interface AddOut {
   retain: number;
   expiresAt: number;
   properties: string | null;
+  subscriptionIds: string | null;
 }
 
 interface Statements {
@@ -510,8 +514,8 @@ export class SqlitePersistence implements Persistence {
     let current = "";
     let queued = 0;
     const outboundRows = db.prepare(
-      "SELECT client_id, seq, packet_id, state, topic, payload, qos, retain, expires_at, properties " +
-        "FROM outbound ORDER BY client_id, seq",
+      "SELECT client_id, seq, packet_id, state, topic, payload, qos, retain, expires_at, properties, " +
+        "subscription_ids FROM outbound ORDER BY client_id, seq",
     );
     for (const row of outboundRows.iterate()) {
       const clientId = row.client_id as string;
@@ -544,7 +548,7 @@ export class SqlitePersistence implements Persistence {
         this.#push({ k: "deleteOut", clientId, seq });
         continue;
       }
-      session.outbound.push({
+      const record: OutboundRecord = {
         clientId,
         seq,
         packetId: row.packet_id as number,
@@ -557,7 +561,10 @@ export class SqlitePersistence implements Persistence {
           expiresAt,
           row.properties,
         ),
-      });
+      };
+      const ids = parseIds(row.subscription_ids);
+      if (ids !== undefined) record.subscriptionIds = ids;
+      session.outbound.push(record);
     }
     const inboundRows = db.prepare(
       "SELECT client_id, packet_id FROM inbound_qos2 ORDER BY client_id, packet_id",
@@ -619,6 +626,9 @@ export class SqlitePersistence implements Persistence {
       retain: m.retain ? 1 : 0,
       expiresAt: m.expiresAt ?? 0,
       properties: encodeProperties(m.properties),
+      subscriptionIds: record.subscriptionIds !== undefined && record.subscriptionIds.length > 0
+        ? JSON.stringify(record.subscriptionIds)
+        : null,
     };
     if (!this.#push(r)) return;
     let bySeq = this.#adds.get(r.clientId);
@@ -783,7 +793,8 @@ export class SqlitePersistence implements Persistence {
 const INSERT_CHUNK = 32;
 
 const INSERT_OUTBOUND = "INSERT OR REPLACE INTO outbound " +
-  "(client_id, seq, packet_id, state, topic, payload, qos, retain, expires_at, properties)";
+  "(client_id, seq, packet_id, state, topic, payload, qos, retain, expires_at, properties, " +
+  "subscription_ids)";
 
 /**
  * Writes one batch. Ops on other tables are applied in order. Outbound inserts, updates and
@@ -883,6 +894,7 @@ class PendingOutbound {
           r.retain,
           r.expiresAt,
           r.properties,
+          r.subscriptionIds,
         );
         continue;
       }
@@ -900,6 +912,7 @@ class PendingOutbound {
           r.retain,
           r.expiresAt,
           r.properties,
+          r.subscriptionIds,
         );
       }
       insertMany(st, n).run(...args);
@@ -942,7 +955,9 @@ class PendingOutbound {
 function insertMany(st: Statements, rows: number): StatementSync {
   let statement = st.addOutMany.get(rows);
   if (statement === undefined) {
-    const values = Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").join(", ");
+    const values = Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").join(
+      ", ",
+    );
     statement = st.db.prepare(`${INSERT_OUTBOUND} VALUES ${values}`);
     st.addOutMany.set(rows, statement);
   }
@@ -992,6 +1007,7 @@ function apply(st: Statements, op: Op): void {
           op.retain,
           op.expiresAt,
           op.properties,
+          op.subscriptionIds,
         );
       }
       break;
@@ -1030,7 +1046,7 @@ function prepare(db: DatabaseSync): Statements {
     deleteSession: db.prepare("DELETE FROM sessions WHERE client_id = ?"),
     deleteSessionOut: db.prepare("DELETE FROM outbound WHERE client_id = ?"),
     deleteSessionIn: db.prepare("DELETE FROM inbound_qos2 WHERE client_id = ?"),
-    addOut: db.prepare(`${INSERT_OUTBOUND} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    addOut: db.prepare(`${INSERT_OUTBOUND} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     updateOut: db.prepare(
       "UPDATE outbound SET packet_id = ?, state = ? WHERE client_id = ? AND seq = ?",
     ),
@@ -1168,7 +1184,7 @@ function decodeProperties(value: unknown): StoredProperties | undefined {
   }
   if (parsed === null || typeof parsed !== "object") return undefined;
   const p: StoredProperties = {};
-  if (typeof parsed.payloadFormatIndicator === "number") {
+  if (typeof parsed.payloadFormatIndicator === "boolean") {
     p.payloadFormatIndicator = parsed.payloadFormatIndicator;
   }
   if (typeof parsed.contentType === "string") p.contentType = parsed.contentType;
@@ -1214,6 +1230,16 @@ function readWill(row: Record<string, unknown>): StoredWill | undefined {
   if (p !== undefined) will.properties = p;
   if (typeof row.will_expiry === "number") will.messageExpiryS = row.will_expiry;
   return will;
+}
+
+function parseIds(value: unknown): number[] | undefined {
+  if (typeof value !== "string") return undefined;
+  try {
+    const ids: unknown = JSON.parse(value);
+    return Array.isArray(ids) && ids.every(Number.isInteger) ? ids as number[] : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function toHex(bytes: Uint8Array): string {
