@@ -499,6 +499,11 @@ export function describe(p: RawPacket): string {
   return `${typeName(p.type)}(flags=${p.flags}${extra})`;
 }
 
+/** Size of a packet on the wire: first byte, remaining length bytes, body. */
+export function wireSize(p: RawPacket): number {
+  return 1 + remainingLength(p.body.length).length + p.body.length;
+}
+
 /** Splits a byte stream into packets by fixed header and remaining length. */
 export class PacketSplitter {
   #buf: Uint8Array = new Uint8Array(0);
@@ -874,6 +879,8 @@ export class RawClient {
   #closeReason = "";
   #readLoop: Promise<void>;
   #disposed = false;
+  #bytesIn = 0;
+  #largest = 0;
   /** Free-form label for messages. */
   label: string;
 
@@ -895,6 +902,16 @@ export class RawClient {
     return this.#closed;
   }
 
+  #packetsIn = 0;
+
+  /**
+   * Every byte read so far and how many of them belong to whole packets (equal when nothing is
+   * left half-received), and the largest whole packet in bytes (fixed header included).
+   */
+  get received(): { bytes: number; inPackets: number; largestPacket: number } {
+    return { bytes: this.#bytesIn, inPackets: this.#packetsIn, largestPacket: this.#largest };
+  }
+
   async #read(): Promise<void> {
     const buf = new Uint8Array(64 * 1024);
     try {
@@ -904,7 +921,13 @@ export class RawClient {
           this.#closeReason = "EOF";
           break;
         }
-        this.#queue.push(...this.#splitter.push(buf.subarray(0, n)));
+        this.#bytesIn += n;
+        const packets = this.#splitter.push(buf.subarray(0, n));
+        for (const p of packets) {
+          this.#largest = Math.max(this.#largest, wireSize(p));
+          this.#packetsIn += wireSize(p);
+        }
+        this.#queue.push(...packets);
         this.#notify();
       }
     } catch (e) {
@@ -1258,6 +1281,31 @@ export class RawClient {
       return rec;
     }
     return undefined;
+  }
+
+  /** `receiveMany` for 5.0: `n` PUBLISHes, every handshake completed, in arrival order. */
+  async receiveMany5(n: number, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Publish5[]> {
+    const got: Publish5[] = [];
+    const awaitingRel = new Set<number>();
+    while (got.length < n || awaitingRel.size > 0) {
+      const p = await this.nextPacket(timeoutMs);
+      if (p.type === TYPE.PUBLISH) {
+        const m = parsePublish5(p);
+        got.push(m);
+        if (m.qos === 1) await this.send(puback(m.packetId!));
+        if (m.qos === 2) {
+          awaitingRel.add(m.packetId!);
+          await this.send(pubrec(m.packetId!));
+        }
+      } else if (p.type === TYPE.PUBREL) {
+        const id = parseAck5(p).packetId;
+        assert.ok(awaitingRel.delete(id), `${this.label}: PUBREL for unknown id ${id}`);
+        await this.send(pubcomp(id));
+      } else {
+        assert.fail(`${this.label}: expected PUBLISH or PUBREL, got ${describe(p)}`);
+      }
+    }
+    return got;
   }
 
   /** Expects a 5.0 PUBLISH and completes the receiver side of its QoS handshake. */
