@@ -88,7 +88,7 @@ export class MemoryPersistence implements Persistence {
       messages: 0,
       expiredMessages: 0,
     };
-    const expiredWills: StoredWill[] = [];
+    const expiredWills: LoadResult["expiredWills"] = [];
     const isExpired = (m: StoredMessage) =>
       m.expiresAt !== undefined && m.expiresAt !== 0 &&
       m.expiresAt <= now;
@@ -119,7 +119,9 @@ export class MemoryPersistence implements Persistence {
       if (expired || sessions.length >= limits.maxSessions) {
         if (expired) {
           skipped.expiredSessions++;
-          if (record.will !== undefined) expiredWills.push(copyWill(record.will));
+          if (record.will !== undefined) {
+            expiredWills.push({ clientId, will: copyWill(record.will) });
+          }
         } else skipped.sessions++;
         skipped.messages += this.#outbound.get(clientId)?.size ?? 0;
         this.deleteSession(clientId);

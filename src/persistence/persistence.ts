@@ -208,7 +208,7 @@ export interface LoadResult extends LoadedState {
    * Wills of sessions that expired while the broker was down: the session ended, so its will is
    * due now [MQTT-3.1.2-8]. Their sessions are not loaded (and are deleted).
    */
-  expiredWills: StoredWill[];
+  expiredWills: { clientId: string; will: StoredWill }[];
 }
 
 /** What `open` found and had to do. */

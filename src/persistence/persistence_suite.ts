@@ -530,7 +530,7 @@ export function persistenceSuite(name: string, makeStore: () => Promise<StoreFix
     const loaded = s1.load({ ...BIG, now: t0 + 20 });
     assert.deepEqual(loaded.sessions.map((s) => s.clientId), ["kept"]);
     assert.equal(loaded.sessions[0].will?.topic, "will/kept");
-    assert.deepEqual(loaded.expiredWills, [will]);
+    assert.deepEqual(loaded.expiredWills, [{ clientId: "gone", will }]);
     assert.equal(loaded.skipped.expiredSessions, 1);
     await s1.commit();
     await s1.close();

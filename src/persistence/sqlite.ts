@@ -444,7 +444,7 @@ export class SqlitePersistence implements Persistence {
       messages: 0,
       expiredMessages: 0,
     };
-    const expiredWills: StoredWill[] = [];
+    const expiredWills: LoadResult["expiredWills"] = [];
 
     const retained: StoredMessage[] = [];
     let retainedBytes = 0;
@@ -491,7 +491,7 @@ export class SqlitePersistence implements Persistence {
       if (subscriptions === undefined || expired || sessions.length >= limits.maxSessions) {
         if (expired) {
           skipped.expiredSessions++;
-          if (will !== undefined) expiredWills.push(will);
+          if (will !== undefined) expiredWills.push({ clientId, will });
         } else skipped.sessions++;
         byId.set(clientId, null);
         this.deleteSession(clientId);
