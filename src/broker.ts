@@ -4,13 +4,14 @@
  *
  * @module
  */
-import type { QoS, Will } from "./codec/packet.ts";
+import { type Properties, type QoS, REASON, type Will } from "./codec/packet.ts";
 import { Decoder } from "./codec/decoder.ts";
 import { utf8Length } from "./codec/encoder.ts";
 import { Connection } from "./connection.ts";
-import type { BrokerContext, Hooks, StateMirror } from "./context.ts";
+import type { BrokerContext, Flushable, Hooks, StateMirror } from "./context.ts";
 import type { BrokerEventMap } from "./events.ts";
 import type {
+  AuthenticateEnhancedHook,
   AuthenticateHook,
   AuthorizeForwardHook,
   AuthorizePublishHook,
@@ -19,11 +20,12 @@ import type {
   RemoteAddress,
 } from "./hooks.ts";
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from "./logger.ts";
-import { Message } from "./message.ts";
+import { forwardedProperties, Message } from "./message.ts";
 import { type Limits, resolveLimits } from "./options.ts";
 import { RetainedStore } from "./retained_store.ts";
 import { Router } from "./router.ts";
-import type { Session, SessionContext } from "./session/session.ts";
+import { SessionRegistry } from "./session/registry.ts";
+import type { SessionContext } from "./session/session.ts";
 import { type BrokerStats, Counters } from "./stats.ts";
 import { validateTopicName } from "./topic/topic.ts";
 import { DurableState, restoreState } from "./durable_state.ts";
@@ -37,6 +39,16 @@ export interface BrokerOptions {
   limits?: Partial<Limits>;
   /** Decides whether a CONNECT is accepted. Default: everyone. */
   authenticate?: AuthenticateHook;
+  /**
+   * Decides 5.0 enhanced authentication (AUTH exchanges, re-authentication) for a CONNECT with an
+   * Authentication Method. Without it such a CONNECT gets CONNACK 0x8C.
+   */
+  authenticateEnhanced?: AuthenticateEnhancedHook;
+  /**
+   * 5.0 Response Information: a client that requests it gets this prefix followed by its client
+   * id in CONNACK, as the base of its response topics. Default "" (none sent).
+   */
+  responseInformation?: string;
   /** Decides whether a client may publish to a topic. Default: all but `$SYS/…`. */
   authorizePublish?: AuthorizePublishHook;
   /** Decides a subscription. Default: every valid filter at the requested QoS. */
@@ -104,6 +116,19 @@ export interface PublishOptions {
   qos?: QoS;
   /** Default false. */
   retain?: boolean;
+  /**
+   * 5.0 properties forwarded to 5.0 subscribers (payload format, content type, response topic,
+   * correlation data, user properties) and the Message Expiry Interval in seconds.
+   */
+  properties?: Pick<
+    Properties,
+    | "payloadFormatIndicator"
+    | "contentType"
+    | "responseTopic"
+    | "correlationData"
+    | "userProperties"
+    | "messageExpiryInterval"
+  >;
 }
 
 /** A listener for one broker event. */
@@ -155,7 +180,7 @@ export class Broker extends EventTarget {
   readonly #counters = new Counters();
   readonly #router = new Router();
   readonly #retained: RetainedStore;
-  readonly #sessions = new Map<string, Session>();
+  readonly #registry: SessionRegistry;
   readonly #connections = new Set<Connection>();
   readonly #listeners = new Set<{ close(): void; done: Promise<void> }>();
   readonly #handlers = new Map<string, Set<unknown>>();
@@ -166,10 +191,9 @@ export class Broker extends EventTarget {
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #sysTimer: ReturnType<typeof setInterval> | undefined;
   readonly #startedAt = Date.now();
-  #nextExpiry = 0;
   // Connections with bytes queued this turn, written together once the turn's reads are done.
-  #dirty: Connection[] = [];
-  #spare: Connection[] = [];
+  #dirty: Flushable[] = [];
+  #spare: Flushable[] = [];
   #flushScheduled = false;
   readonly #flushAll = () => {
     this.#flushScheduled = false;
@@ -191,7 +215,7 @@ export class Broker extends EventTarget {
     this.#flushScheduled = false;
     const dirty = this.#dirty;
     this.#dirty = [];
-    for (const connection of dirty) connection.close("persistence failed", false);
+    for (const connection of dirty) (connection as Connection).close("persistence failed", false);
   };
   #refusing = 0;
   #closed = false;
@@ -209,6 +233,7 @@ export class Broker extends EventTarget {
     for (
       const hook of [
         "authenticate",
+        "authenticateEnhanced",
         "authorizePublish",
         "authorizeSubscribe",
         "authorizeForward",
@@ -237,6 +262,7 @@ export class Broker extends EventTarget {
     };
     const hooks: Hooks = {
       authenticate: options.authenticate,
+      authenticateEnhanced: options.authenticateEnhanced,
       authorizePublish: options.authorizePublish,
       authorizeSubscribe: options.authorizeSubscribe,
     };
@@ -245,28 +271,40 @@ export class Broker extends EventTarget {
     const broker = this;
     const prefix = `auto-${crypto.randomUUID().slice(0, 8)}-`;
     const logConnections = options.logConnections === true && this.#log.enabled("info");
+    const responseInformation = options.responseInformation ?? "";
+    if (typeof responseInformation !== "string") {
+      throw new TypeError(`Broker option "responseInformation" must be a string`);
+    }
+    this.#registry = new SessionRegistry({
+      limits: this.#limits,
+      sessionContext,
+      unsubscribeAll: (session) => this.#router.unsubscribeAll(session),
+      sessionSaved: (session) => this.#mirror?.sessionSaved(session),
+      sessionDeleted: (session) => this.#mirror?.sessionDeleted(session),
+      publishWill: (client, will) => this.#publishWill(client, will),
+      debug: (line) => this.#log.debug(line),
+    });
     this.#ctx = {
       now: 0,
       logConnections,
       limits: this.#limits,
+      responseInformation,
       decoder: new Decoder({ maxPacketSize: this.#limits.maxPacketSize }),
       counters: this.#counters,
       router: this.#router,
       retained: this.#retained,
-      sessions: this.#sessions,
-      connections: this.#connections,
-      sessionContext,
+      registry: this.#registry,
       hooks,
       log: this.#log,
       get mirror() {
         return broker.#mirror;
       },
       publish: (message, from) => this.#publish(message, from),
+      publishWill: (client, will) => this.#publishWill(client, will),
       emit: (type, detail) => this.#emit(type, detail),
       listening: (type) => (this.#handlers.get(type)?.size ?? 0) > 0,
-      endSession: (session) => this.#endSession(session),
-      connectionClosed: (connection, will, reason) =>
-        this.#connectionClosed(connection, will, reason),
+      connectionClosed: (link, will, reason) =>
+        this.#connectionClosed(link as Connection, will, reason),
       generateClientId: () => prefix + (++nextId).toString(36),
       scheduleFlush: (connection) => {
         this.#dirty.push(connection);
@@ -288,8 +326,10 @@ export class Broker extends EventTarget {
         log: this.#log,
         router: this.#router,
         retained: this.#retained,
-        sessions: this.#sessions,
+        sessions: this.#registry.sessions,
         sessionContext,
+      }).then(() => {
+        for (const session of this.#registry.sessions.values()) this.#registry.restored(session);
       });
       // Reported through ready/listen/handle; never an unhandled rejection.
       this.#ready.catch(() => {});
@@ -566,22 +606,7 @@ export class Broker extends EventTarget {
     const now = Date.now();
     const clock = this.#ctx.now = now - this.#startedAt;
     for (const connection of this.#connections) connection.check(clock);
-    if (now >= this.#nextExpiry) this.#expireSessions(now);
-  }
-
-  // One pass over the sessions only when the earliest known expiry has come.
-  #expireSessions(now: number): void {
-    let next = Infinity;
-    for (const session of this.#sessions.values()) {
-      if (session.link !== undefined || session.expiresAt === 0) continue;
-      if (session.expiresAt <= now) {
-        this.#log.debug(`session ${JSON.stringify(session.clientId)} expired`);
-        this.#endSession(session);
-      } else if (session.expiresAt < next) {
-        next = session.expiresAt;
-      }
-    }
-    this.#nextExpiry = next;
+    this.#registry.sweep(now);
   }
 
   // Connections whose CONNECT was accepted (not sockets still before CONNECT).
@@ -591,32 +616,19 @@ export class Broker extends EventTarget {
     return n;
   }
 
-  #endSession(session: Session): void {
-    this.#router.unsubscribeAll(session);
-    session.discard();
-    this.#sessions.delete(session.clientId);
-    if (!session.clean) this.#mirror?.sessionDeleted(session);
-  }
-
   #connectionClosed(connection: Connection, will: Will | undefined, reason: string): void {
     this.#connections.delete(connection);
     if (connection.overLimit) this.#refusing--;
     const session = connection.session;
+    // The broker going away publishes no will, now or later.
+    const left = this.#closed ? undefined : will;
+    const willPublished = left !== undefined &&
+      (left.properties?.willDelayInterval ?? 0) === 0;
     if (session !== undefined && session.link === connection) {
-      session.link = undefined;
-      if (session.clean) {
-        this.#endSession(session);
-      } else {
-        const expiry = this.#limits.sessionExpiryMs;
-        session.expiresAt = expiry === 0 ? 0 : Date.now() + expiry;
-        if (session.expiresAt !== 0 && session.expiresAt < this.#nextExpiry) {
-          this.#nextExpiry = session.expiresAt;
-        }
-        this.#mirror?.sessionSaved(session);
-      }
+      this.#registry.detach(session, left, connection.client);
+    } else if (left !== undefined) {
+      this.#publishWill(connection.client, left);
     }
-    const willPublished = will !== undefined && !this.#closed;
-    if (willPublished) this.#publishWill(connection.client, will!);
     if (connection.connected) {
       if (this.#ctx.logConnections || this.#log.enabled("debug")) {
         const line = `client ${JSON.stringify(connection.client.clientId)} disconnected: ${reason}`;
@@ -631,14 +643,31 @@ export class Broker extends EventTarget {
 
   // [MQTT-3.1.2-8] the will is published when the connection ends without DISCONNECT.
   #publishWill(client: ClientInfo, will: Will): void {
-    const message = new Message(will.topic, will.payload, will.qos, will.retain);
+    if (this.#closed) return;
+    const props = will.properties;
+    const properties = forwardedProperties(props);
+    let expiresAt = 0;
+    const expiry = props?.messageExpiryInterval;
+    if (expiry !== undefined) {
+      const max = this.#limits.maxMessageExpiry;
+      expiresAt = Date.now() + (expiry > max ? max : expiry) * 1000;
+    }
+    const message = new Message(
+      will.topic,
+      will.payload,
+      will.qos,
+      will.retain,
+      properties,
+      expiresAt,
+      client.clientId,
+    );
     const authorize = this.#ctx.hooks.authorizePublish;
     if (authorize === undefined) {
       this.#publish(message, client);
       return;
     }
     Promise.resolve()
-      .then(() => authorize(client, will.topic, will.qos, will.retain))
+      .then(() => authorize(client, will.topic, will.qos, will.retain, properties))
       .then((allowed) => {
         if (allowed === true && !this.#closed) this.#publish(message, client);
         else this.#counters.dropped.notAuthorized++;
@@ -646,21 +675,25 @@ export class Broker extends EventTarget {
       .catch((error) => this.#log.error(`authorizePublish threw for a will: ${error}`));
   }
 
-  #publish(message: Message, from: ClientInfo | undefined): void {
+  #publish(message: Message, from: ClientInfo | undefined): number {
     if (message.retain) {
       const result = this.#retained.set(message);
       if (result !== "full" && result !== "none") this.#mirror?.retainedChanged(message);
     }
-    this.#router.route(message);
+    const delivered = this.#router.route(message);
     if (this.#ctx.listening("publish")) {
-      this.#emit("publish", {
+      const detail: BrokerEventMap["publish"] = {
         client: from,
         topic: message.topic,
         payload: message.payload,
         qos: message.qos,
         retain: message.retain,
-      });
+      };
+      if (message.properties !== undefined) detail.properties = message.properties;
+      if (message.expiresAt !== 0) detail.expiresAt = message.expiresAt;
+      this.#emit("publish", detail);
     }
+    return delivered;
   }
 
   /**
@@ -702,8 +735,26 @@ export class Broker extends EventTarget {
         ),
       );
     }
+    const props = options.properties;
+    if (props !== undefined && (props === null || typeof props !== "object")) {
+      return Promise.reject(new TypeError("publish: properties must be an object"));
+    }
+    let expiresAt = 0;
+    const expiry = props?.messageExpiryInterval;
+    if (expiry !== undefined) {
+      if (!Number.isInteger(expiry) || expiry < 0 || expiry > 0xffff_ffff) {
+        return Promise.reject(
+          new RangeError("publish: messageExpiryInterval must be an integer of 0..4294967295"),
+        );
+      }
+      const max = this.#limits.maxMessageExpiry;
+      expiresAt = Date.now() + (expiry > max ? max : expiry) * 1000;
+    }
     this.#counters.messagesIn++;
-    this.#publish(new Message(topic, payload, qos, retain === true), undefined);
+    this.#publish(
+      new Message(topic, payload, qos, retain === true, forwardedProperties(props), expiresAt),
+      undefined,
+    );
     return this.#mirror?.durable() ?? Promise.resolve();
   }
 
@@ -712,7 +763,7 @@ export class Broker extends EventTarget {
     const c = this.#counters;
     return {
       connections: this.#connections.size,
-      sessions: this.#sessions.size,
+      sessions: this.#registry.size,
       subscriptions: this.#router.size,
       retained: this.#retained.size,
       retainedBytes: this.#retained.bytes,
@@ -744,7 +795,10 @@ export class Broker extends EventTarget {
     for (const listener of listeners) listener.close();
     await Promise.all(listeners.map((l) => l.done));
     const connections = [...this.#connections];
-    for (const connection of connections) connection.close("broker shutting down", false);
+    // 5.0 clients are told why: DISCONNECT 0x8B server shutting down.
+    for (const connection of connections) {
+      connection.disconnect(REASON.serverShuttingDown, "broker shutting down", false);
+    }
     await Promise.all(connections.map((c) => c.closed));
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
     if (this.#sysTimer !== undefined) clearInterval(this.#sysTimer);

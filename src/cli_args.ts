@@ -6,7 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { LOG_LEVELS, type LogLevel } from "./logger.ts";
-import { DEFAULT_LIMITS, LIMIT_RANGES, type Limits } from "./options.ts";
+import { DEFAULT_LIMITS, isBooleanLimit, LIMIT_RANGES, limitFlag, type Limits } from "./options.ts";
 
 import { VERSION } from "./version.ts";
 
@@ -45,12 +45,8 @@ export class UsageError extends Error {
   }
 }
 
-function kebab(name: string): string {
-  return name.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
-}
-
-const LIMIT_FLAGS = Object.keys(DEFAULT_LIMITS).map((name) =>
-  [kebab(name), name as keyof Limits] as const
+const LIMIT_FLAGS = (Object.keys(DEFAULT_LIMITS) as (keyof Limits)[]).map((name) =>
+  [limitFlag(name), name] as const
 );
 
 const STRING_FLAGS = {
@@ -86,13 +82,16 @@ const BOOLEAN_FLAGS = {
 /** `--help` text. */
 export function helpText(): string {
   const limitLines = LIMIT_FLAGS.map(([flag, name]) => {
+    if (isBooleanLimit(name)) {
+      return `  --${(flag + " true|false").padEnd(31)} default ${DEFAULT_LIMITS[name]}`;
+    }
     const [min, max] = LIMIT_RANGES[name];
     return `  --${flag.padEnd(31)} default ${DEFAULT_LIMITS[name]} (${min}..${max})`;
   });
   return `Usage: deno run --allow-net cli.ts [options]
        deno run --allow-read=FILE --allow-write=FILE cli.ts passwd FILE USER
 
-A Deno-native MQTT 3.1.1 broker. Version ${VERSION}.
+A Deno-native MQTT 5.0 and 3.1.1 broker. Version ${VERSION}.
 
 Listeners:
   --host HOST                        address to listen on (default 0.0.0.0)
@@ -240,9 +239,16 @@ export function parseCliArgs(
   }
   const limits: Partial<Limits> = {};
   for (const [flag, name] of LIMIT_FLAGS) {
-    if (merged[flag] === undefined) continue;
+    const value = merged[flag];
+    if (value === undefined) continue;
+    if (isBooleanLimit(name)) {
+      if (value === true || value === "true") limits[name] = true;
+      else if (value === false || value === "false") limits[name] = false;
+      else throw new UsageError(`--${flag}: expected true or false, got "${value}"`);
+      continue;
+    }
     const [min, max] = LIMIT_RANGES[name];
-    limits[name] = parseInteger(flag, merged[flag], min, max);
+    limits[name] = parseInteger(flag, value, min, max);
   }
   const wsPath = str("ws-path") ?? CLI_DEFAULTS.wsPath;
   if (!wsPath.startsWith("/")) {

@@ -5,15 +5,23 @@
  * @module
  */
 import type { Decoder } from "./codec/decoder.ts";
-import { encodeAck, PINGRESP_BYTES } from "./codec/encoder.ts";
-import { DecodeError, type Packet, type Will } from "./codec/packet.ts";
+import { encodeAck, encodePacket, PINGRESP_BYTES, type PublishDelivery } from "./codec/encoder.ts";
+import { type Packet, type ProtocolVersion, type QoS, REASON, type Will } from "./codec/packet.ts";
 import type { BrokerContext } from "./context.ts";
+import { ProtocolError, wireAction } from "./errors.ts";
+import { handleAuth } from "./handlers/auth.ts";
 import { handleConnect } from "./handlers/connect.ts";
+import { handleDisconnect } from "./handlers/disconnect.ts";
+import { handlePuback, handlePubcomp, handlePubrec } from "./handlers/acks.ts";
 import { handlePublish, handlePubrel } from "./handlers/publish.ts";
 import { handleSubscribe, handleUnsubscribe } from "./handlers/subscribe.ts";
 import type { ClientInfo, RemoteAddress } from "./hooks.ts";
-import type { Session, SessionLink } from "./session/session.ts";
+import type { ClientLink, V5State } from "./context.ts";
+import type { Message } from "./message.ts";
+import type { Session } from "./session/session.ts";
 import type { BrokerConn } from "./transport/types.ts";
+
+export { ProtocolError };
 
 // Idle connections hold a pending read; its buffer is most of what they cost, so it starts
 // small and grows (×4) only while reads fill it.
@@ -47,21 +55,17 @@ interface Rare {
   rate?: { messages: number; bytes: number; at: number };
 }
 
-/** A protocol violation: the connection is closed and the will published. */
-export class ProtocolError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ProtocolError";
-  }
-}
-
 /** One network connection and, once CONNECT is accepted, the session it is attached to. */
-export class Connection implements SessionLink {
+export class Connection implements ClientLink {
   readonly ctx: BrokerContext;
   readonly client: ClientInfo;
   session: Session | undefined;
   will: Will | undefined;
   keepAliveMs = 0;
+  /** 4 (or 3) until a 5.0 CONNECT is read. */
+  version: ProtocolVersion = 4;
+  /** 5.0 negotiated state; undefined on 3.1.1 connections. */
+  v5: V5State | undefined;
   lastActivity: number;
   readonly createdAt: number;
 
@@ -251,7 +255,11 @@ export class Connection implements SessionLink {
         let decoder = this.#decoder ?? shared;
         try {
           decoder.push(buffer, n);
-          for (let packet = decoder.next(); packet !== undefined; packet = decoder.next()) {
+          for (
+            let packet = decoder.next(this.version);
+            packet !== undefined;
+            packet = decoder.next(this.version)
+          ) {
             const pending = this.#dispatch(packet);
             if (pending !== undefined) {
               if (decoder === shared) decoder = this.#decoder = shared.detach();
@@ -316,7 +324,17 @@ export class Connection implements SessionLink {
 
   #dispatch(packet: Packet): void | Promise<void> {
     if (!this.connected) {
+      if (packet.type === "connect" && this.v5?.authStep !== undefined && this.v5.authStep > 0) {
+        throw new ProtocolError("second CONNECT during authentication [MQTT-3.1.0-2]");
+      }
       if (packet.type === "connect") return handleConnect(this, packet);
+      // A 5.0 CONNECT's AUTH exchange runs before CONNACK.
+      if (packet.type === "auth" && this.v5 !== undefined) return handleAuth(this, packet);
+      if (packet.type === "disconnect" && this.v5 !== undefined) {
+        this.will = undefined;
+        this.close("disconnect during authentication");
+        return;
+      }
       throw new ProtocolError(`first packet must be CONNECT, got ${packet.type} [MQTT-3.1.0-1]`);
     }
     const session = this.session!;
@@ -324,17 +342,13 @@ export class Connection implements SessionLink {
       case "publish":
         return handlePublish(this, session, packet);
       case "puback":
-        session.acknowledge(packet.packetId);
-        return;
+        return handlePuback(this, session, packet);
       case "pubrec":
-        session.received(packet.packetId);
-        this.sendPacket(encodeAck("pubrel", packet.packetId));
-        return;
+        return handlePubrec(this, session, packet);
       case "pubrel":
         return handlePubrel(this, session, packet.packetId);
       case "pubcomp":
-        session.completed(packet.packetId);
-        return;
+        return handlePubcomp(this, session, packet);
       case "subscribe":
         return handleSubscribe(this, session, packet);
       case "unsubscribe":
@@ -343,9 +357,10 @@ export class Connection implements SessionLink {
         this.sendPacket(PINGRESP_BYTES); // [MQTT-3.12.4-1]
         return;
       case "disconnect":
-        this.will = undefined; // [MQTT-3.14.4-3]
-        this.close("disconnect");
-        return;
+        return handleDisconnect(this, session, packet);
+      case "auth":
+        if (this.v5 === undefined) throw new ProtocolError("AUTH from a 3.1.1 client");
+        return handleAuth(this, packet);
       case "connect":
         throw new ProtocolError("second CONNECT [MQTT-3.1.0-2]");
       default:
@@ -380,11 +395,77 @@ export class Connection implements SessionLink {
     return Math.ceil(wait);
   }
 
-  /** Queues a PUBLISH; for QoS > 0 writes `packetId` into the copy that goes on the wire. */
-  sendPublish(bytes: Uint8Array, packetId: number, payloadLength: number): void {
-    if (this.#isClosed) return;
-    this.#append(bytes, packetId, payloadLength + 2);
+  /** The client's Receive Maximum (5.0); 65 535 for 3.1.1, so only `maxInflight` applies. */
+  get receiveMaximum(): number {
+    return this.v5?.receiveMaximum ?? 65_535;
+  }
+
+  /**
+   * Queues a PUBLISH of `message`. 3.1.1: the message's shared bytes, with `packetId` written into
+   * the copy that goes on the wire. 5.0: a frame for this delivery (subscription identifiers,
+   * remaining expiry); false when it exceeds the client's Maximum Packet Size.
+   */
+  sendPublish(
+    message: Message,
+    qos: QoS,
+    retain: boolean,
+    packetId: number,
+    subscriptionIds: readonly number[] | undefined,
+    dup: boolean,
+  ): boolean {
+    if (this.#isClosed) return true;
+    const v5 = this.v5;
+    if (v5 === undefined) {
+      if (dup) {
+        this.sendPacket(
+          encodePacket({
+            type: "publish",
+            topic: message.topic,
+            payload: message.payload,
+            qos,
+            retain,
+            dup: true,
+            packetId,
+          }),
+        );
+        this.ctx.counters.messagesOut++;
+        return true;
+      }
+      this.#append(message.encoded(qos, retain), packetId, message.payload.length + 2);
+      this.ctx.counters.messagesOut++;
+      return true;
+    }
+    // Per delivery: the remaining Message Expiry Interval [MQTT-3.3.2-6] and the Subscription
+    // Identifiers of the matching subscriptions [MQTT-3.3.4-3]; the rest is encoded once.
+    const frame = message.frame();
+    const remaining = message.expiresAt === 0 ? undefined : message.remainingExpiryS(Date.now());
+    const delivery: PublishDelivery | undefined =
+      remaining === undefined && subscriptionIds === undefined
+        ? undefined
+        : { subscriptionIdentifiers: subscriptionIds, messageExpiryInterval: remaining };
+    // Never a packet larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
+    if (frame.size(5, qos, delivery) > v5.maximumPacketSize) return false;
+    this.sendPacket(frame.header(5, qos, retain, qos > 0 && dup, packetId, delivery));
+    if (frame.payload.length > 0) this.sendPacket(frame.payload);
     this.ctx.counters.messagesOut++;
+    return true;
+  }
+
+  /** Queues a PUBREL for one of our QoS 2 messages. */
+  sendPubrel(packetId: number): void {
+    this.sendPacket(encodeAck("pubrel", packetId));
+  }
+
+  /** Queues a PUBACK, PUBREC or PUBCOMP; a reason code ≠ 0 only goes to 5.0 clients. */
+  sendAck(type: "puback" | "pubrec" | "pubcomp", packetId: number, reasonCode: number): void {
+    if (reasonCode === 0 || this.v5 === undefined) this.sendPacket(encodeAck(type, packetId));
+    else this.send({ type, packetId, reasonCode });
+  }
+
+  /** Encodes `packet` for this connection's protocol version and queues it. */
+  send(packet: Packet): void {
+    if (this.#isClosed) return;
+    this.sendPacket(encodePacket(packet, this.version));
   }
 
   /** Queues a packet to be written at the end of this event-loop turn. */
@@ -512,24 +593,45 @@ export class Connection implements SessionLink {
         this.close("no CONNECT within connectTimeoutMs", false);
       }
     } else if (this.keepAliveMs > 0 && now - this.lastActivity > this.keepAliveMs * 1.5) {
-      this.close("keep-alive timeout"); // [MQTT-3.1.2-24]
+      // [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22])
+      this.disconnect(REASON.keepAliveTimeout, "keep-alive timeout", true);
     }
   }
 
   /**
-   * Closes after what is queued has been written (a refusing CONNACK, say). The will is not
-   * published; reads stop at once.
+   * Closes for a reason 5.0 can name: a 5.0 client first gets DISCONNECT with `reasonCode`
+   * (a reason string only if its Request Problem Information allows). 3.1.1: just closes.
    */
-  closeAfterFlush(reason: string): void {
+  disconnect(reasonCode: number, reason: string, publishWill: boolean): void {
     if (this.isClosed) return;
-    this.will = undefined;
+    const v5 = this.v5;
+    if (v5 === undefined || !this.connected) {
+      this.close(reason, publishWill);
+      return;
+    }
+    this.send({
+      type: "disconnect",
+      reasonCode,
+      properties: v5.problemInformation ? { reasonString: reason } : undefined,
+    });
+    this.closeAfterFlush(reason, publishWill);
+  }
+
+  /**
+   * Closes after what is queued has been written (a refusing CONNACK, a DISCONNECT). The will is
+   * published only if `publishWill`; reads stop at once.
+   */
+  closeAfterFlush(reason: string, publishWill = false): void {
+    if (this.isClosed) return;
+    if (!publishWill) this.will = undefined;
     this.#lingerReason = reason;
     this.#closingSince = this.ctx.now;
     if (!this.#writing && !this.#scheduled) this.flush();
   }
 
   #finishClose(): void {
-    this.close(this.#lingerReason, false);
+    // The will was cleared by closeAfterFlush unless it is to be published.
+    this.close(this.#lingerReason, true);
   }
 
   /** Closes now; publishes the will unless told not to or DISCONNECT cleared it. */
@@ -561,10 +663,21 @@ export class Connection implements SessionLink {
     this.close(`connection lost: ${message}`);
   }
 
-  #violation(error: unknown): void {
-    if (this.#isClosed) return;
+  /**
+   * The one place an error becomes a wire action (the table is `wireAction` in errors.ts):
+   * 5.0 gets DISCONNECT with the reason code first, 3.1.1 a close.
+   */
+  fail(error: unknown): void {
+    if (this.isClosed) return;
     const err = error instanceof Error ? error : new Error(String(error));
-    if (err instanceof DecodeError || err instanceof ProtocolError) {
+    const action = wireAction(err);
+    if (action.blame === "store") {
+      this.ctx.log.error(`${this.#label()}: closing: ${err.message}`);
+      this.will = undefined;
+      this.close(err.message, false);
+      return;
+    }
+    if (action.blame === "client") {
       this.ctx.counters.protocolErrors++;
       this.ctx.log.info(`${this.#label()}: closing: ${err.message}`);
     } else {
@@ -573,7 +686,11 @@ export class Connection implements SessionLink {
     if (this.ctx.listening("clientError")) {
       this.ctx.emit("clientError", { client: this.client, error: err });
     }
-    this.close(err.message);
+    this.disconnect(action.reasonCode, err.message, action.publishWill);
+  }
+
+  #violation(error: unknown): void {
+    this.fail(error);
   }
 
   #label(): string {

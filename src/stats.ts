@@ -18,6 +18,10 @@ export interface DropCounters {
   forwardDenied: number;
   /** Queued messages discarded with a session that expired or was cleaned. */
   sessionDiscarded: number;
+  /** 5.0: a message whose Message Expiry Interval passed before it could be sent [MQTT-3.3.2-5]. */
+  expired: number;
+  /** 5.0: a message larger than the receiving client's Maximum Packet Size, not sent to it [MQTT-3.1.2-25]. */
+  packetTooLarge: number;
 }
 
 /** A snapshot of the broker's counters. */
@@ -72,5 +76,7 @@ export class Counters {
     notAuthorized: 0,
     forwardDenied: 0,
     sessionDiscarded: 0,
+    expired: 0,
+    packetTooLarge: 0,
   };
 }
