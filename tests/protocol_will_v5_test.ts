@@ -5,9 +5,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { MOSQUITTO, startBroker, waitFor } from "./_harness.ts";
+import { expectDisconnectOrMosquittoClose, MOSQUITTO, startBroker, waitFor } from "./_harness.ts";
 import type { RunningBroker } from "./_harness.ts";
-import { connect, PROP } from "./_raw.ts";
+import { connect, PROP, RC } from "./_raw.ts";
 import type { Property, RawClient } from "./_raw.ts";
 
 async function watcher(b: RunningBroker): Promise<RawClient> {
@@ -175,7 +175,7 @@ Deno.test(
     const will = { topic: "will/take", payload: "w", qos: 1, properties: p.will };
     const first = await b.connect5({ clientId: "take", properties: p.connect, will }, "first");
     await b.connect5({ clientId: "take", cleanSession: false, properties: p.connect }, "second");
-    await first.expectClosed();
+    await expectDisconnectOrMosquittoClose(first, RC.SESSION_TAKEN_OVER);
     await w.expectNothing(500);
   },
 );
