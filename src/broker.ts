@@ -163,7 +163,7 @@ function remoteOf(conn: BrokerConn, transport: string): RemoteAddress | undefine
 }
 
 /**
- * An MQTT 3.1.1 broker. Two brokers in one process share nothing.
+ * An MQTT 5.0 and 3.1.1 broker. Two brokers in one process share nothing.
  *
  * @example Start a broker, publish from the process, stop it
  * ```ts

@@ -10,7 +10,7 @@ export interface Limits {
   maxConnections: number;
   /** Sessions held, online and offline. A CONNECT that would create one more: CONNACK 0x03. Default 100 000. */
   maxSessions: number;
-  /** Subscriptions of one session. A SUBSCRIBE filter past it: SUBACK 0x80 for that filter. Default 10 000. */
+  /** Subscriptions of one session. A SUBSCRIBE filter past it: SUBACK 0x80 (5.0: 0x97) for that filter. Default 10 000. */
   maxSubscriptionsPerSession: number;
   /** QoS 1/2 messages sent to one client and not yet acknowledged. The rest waits in the session queue. Default 128
    * (mosquitto: 20; a larger window lets an acking subscriber keep up: 231k vs 142k QoS 1 msg/s measured with 32). */
@@ -46,8 +46,8 @@ export interface Limits {
   /** Publish payload bytes per second one client may send; 0 = unlimited. Over budget its reads pause. Default 0. */
   rateLimitBytes: number;
   /** Longest keep alive a client may ask for, in seconds (mosquitto's `max_keepalive`). A 5.0 client asking
-   * more, or 0, is told this value in CONNACK's Server Keep Alive; a 3.1.1 client asking more, or 0, is refused
-   * with CONNACK 0x02 as mosquitto does. 65 535 = no cap. Default 65 535. */
+   * more, or 0, is told this value in CONNACK's Server Keep Alive; a 3.1.1 client asking more, or 0, is accepted
+   * (as mosquitto 2.0.11 does) and held to it. 65 535 = no cap. Default 65 535. */
   maxKeepAlive: number;
   /** QoS 1/2 PUBLISH a 5.0 client may send before their acks (the CONNACK's Receive Maximum). One more:
    * DISCONNECT 0x93. Default 1 024. */
