@@ -328,8 +328,12 @@ export class Broker extends EventTarget {
         retained: this.#retained,
         sessions: this.#registry.sessions,
         sessionContext,
-      }).then(() => {
+      }).then((restored) => {
         for (const session of this.#registry.sessions.values()) this.#registry.restored(session);
+        // Wills of sessions that ended while the broker was down are published now; delayed
+        // wills that came due meanwhile go out with the first sweep.
+        for (const { client, will } of restored.dueWills) this.#publishWill(client, will);
+        this.#startSweep();
       });
       // Reported through ready/listen/handle; never an unhandled rejection.
       this.#ready.catch(() => {});

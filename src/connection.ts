@@ -5,7 +5,13 @@
  * @module
  */
 import type { Decoder } from "./codec/decoder.ts";
-import { encodeAck, encodePacket, PINGRESP_BYTES, type PublishDelivery } from "./codec/encoder.ts";
+import {
+  encodeAck,
+  encodePacket,
+  encodeWithin,
+  PINGRESP_BYTES,
+  type PublishDelivery,
+} from "./codec/encoder.ts";
 import { type Packet, type ProtocolVersion, type QoS, REASON, type Will } from "./codec/packet.ts";
 import type { BrokerContext } from "./context.ts";
 import { ProtocolError, wireAction } from "./errors.ts";
@@ -462,10 +468,20 @@ export class Connection implements ClientLink {
     else this.send({ type, packetId, reasonCode });
   }
 
-  /** Encodes `packet` for this connection's protocol version and queues it. */
+  /**
+   * Encodes `packet` for this connection's protocol version and queues it. To a 5.0 client, a
+   * packet over its Maximum Packet Size loses its reason string (then user properties), or is not
+   * sent at all [MQTT-3.1.2-24].
+   */
   send(packet: Packet): void {
     if (this.#isClosed) return;
-    this.sendPacket(encodePacket(packet, this.version));
+    const v5 = this.v5;
+    if (v5 === undefined) {
+      this.sendPacket(encodePacket(packet, this.version));
+      return;
+    }
+    const bytes = encodeWithin(packet, 5, v5.maximumPacketSize);
+    if (bytes !== undefined) this.sendPacket(bytes);
   }
 
   /** Queues a packet to be written at the end of this event-loop turn. */
