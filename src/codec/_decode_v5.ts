@@ -115,6 +115,10 @@ export function decodeConnackV5(r: Reader): ConnackPacket {
     );
   }
   const code = reasonCode(r, "connack");
+  // [MQTT-3.2.2-6] a CONNACK with a non-zero reason code has Session Present 0
+  if (ackFlags === 1 && code !== 0) {
+    throw protocolError("CONNACK refusal with Session Present", "[MQTT-3.2.2-6]");
+  }
   const properties = readProperties(r, KIND.connack, "CONNACK");
   const packet: ConnackPacket = {
     type: "connack",

@@ -1037,6 +1037,13 @@ const INVALID: Rule[] = [
     cases: { "0x01": pkt(0x20, 0, 0x01, ...props()), "0x8E": pkt(0x20, 0, 0x8e, ...props()) },
   },
   {
+    rule: "a CONNACK refusal with Session Present",
+    specRef: "[MQTT-3.2.2-6]",
+    reasonCode: 0x82,
+    role: "client",
+    cases: { "0x87": pkt(0x20, 1, 0x87, ...props()) },
+  },
+  {
     rule: "CONNACK reserved acknowledge flags (5.0)",
     specRef: "[MQTT-3.2.2-1]",
     reasonCode: 0x81,
@@ -1308,6 +1315,14 @@ Deno.test("the 5.0 encoder throws TypeError for what 5.0 cannot carry", () => {
       () =>
         encodePacket(
           { type: "connack", sessionPresent: false, returnCode: 0, reasonCode: 0x8e },
+          5,
+        ),
+    ],
+    [
+      "CONNACK refusal with Session Present",
+      () =>
+        encodePacket(
+          { type: "connack", sessionPresent: true, returnCode: 0, reasonCode: 0x87 },
           5,
         ),
     ],

@@ -441,6 +441,11 @@ function encodeConnack(packet: ConnackPacket, v5: boolean): Uint8Array {
   }
   const code = packet.reasonCode ?? connackReasonCode(packet.returnCode);
   checkReasonCode("connack", code);
+  if (packet.sessionPresent && code !== 0) {
+    throw new TypeError(
+      "Cannot encode packet: CONNACK refusal with Session Present [MQTT-3.2.2-6]",
+    );
+  }
   const propsLength = propertiesLength(packet.properties, KIND.connack, "CONNACK");
   const w = new Writer(0x20, 2 + blockLength(propsLength));
   w.u8(packet.sessionPresent ? 1 : 0);
