@@ -8,8 +8,11 @@ import assert from "node:assert/strict";
 import { expectDisconnectOrMosquittoClose, MOSQUITTO, startBroker } from "./_harness.ts";
 import {
   ackId,
+  connect,
   describe,
+  parseAck5,
   parsePublish5,
+  parseSuback5,
   pingreq,
   PROP,
   puback,
@@ -19,6 +22,7 @@ import {
   RC,
   subscribe5,
   TYPE,
+  wireSize,
 } from "./_raw.ts";
 import type { Publish5 } from "./_raw.ts";
 
@@ -248,5 +252,66 @@ Deno.test({
       all.map((m) => [m.topic, m.text.length]),
       sent.map((m) => [m.topic, m.payload.length]),
     );
+  },
+});
+
+Deno.test(
+  "packet size: a refusing CONNACK fits the client's Maximum Packet Size (no Reason String past it) [MQTT-3.2.2-19] [MQTT-3.2.2-20]",
+  async () => {
+    await using b = await startBroker({
+      brokerOptions: { authenticate: () => false },
+      mosquittoConfig: ["allow_anonymous false"],
+    });
+    const c = await b.client();
+    await c.send(connect({
+      version: 5,
+      clientId: "tinyrefused",
+      properties: [[PROP.MAXIMUM_PACKET_SIZE, 8], [PROP.REQUEST_PROBLEM_INFORMATION, 1]],
+    }));
+    assert.equal((await c.expectConnack5()).reasonCode, RC.NOT_AUTHORIZED);
+    await c.expectClosed();
+    assert.ok(c.received.largestPacket <= 8, `CONNACK of ${c.received.largestPacket} bytes`);
+  },
+);
+
+Deno.test(
+  "packet size: the broker's DISCONNECT fits the client's Maximum Packet Size [MQTT-3.14.2-3] [MQTT-3.14.2-4]",
+  async () => {
+    await using b = await startBroker();
+    const c = await b.connect5({
+      clientId: "tinydisc",
+      properties: [[PROP.MAXIMUM_PACKET_SIZE, 64], [PROP.REQUEST_PROBLEM_INFORMATION, 1]],
+    });
+    const before = c.received.largestPacket;
+    await c.send(connect({ version: 5, clientId: "tinydisc" })); // a second CONNECT
+    await expectDisconnectOrMosquittoClose(c, RC.PROTOCOL_ERROR);
+    assert.ok(before <= 64 && c.received.largestPacket <= 64, `${c.received.largestPacket} bytes`);
+  },
+);
+
+Deno.test({
+  name:
+    "packet size: SUBACK and PUBACK refusals fit a small Maximum Packet Size (Reason String dropped) [MQTT-3.9.2-1] [MQTT-3.4.2-2] (ours)",
+  ignore: MOSQUITTO,
+  async fn() {
+    await using b = await startBroker({
+      brokerOptions: {
+        authorizeSubscribe: (_c, f) => f !== "no/t",
+        authorizePublish: (_c, t) => t !== "no/t",
+      },
+    });
+    const c = await b.connect5({
+      clientId: "tinyacks",
+      properties: [[PROP.MAXIMUM_PACKET_SIZE, 7], [PROP.REQUEST_PROBLEM_INFORMATION, 1]],
+    });
+    // (The CONNACK's own properties are not droppable in the same way; only the acks are checked.)
+    await c.send(subscribe5(1, [["no/t", { qos: 1 }]]));
+    const suback = await c.expectPacket(TYPE.SUBACK);
+    assert.equal(parseSuback5(suback).reasonCodes[0], RC.NOT_AUTHORIZED);
+    assert.ok(wireSize(suback) <= 7, `SUBACK of ${wireSize(suback)} bytes`);
+    await c.send(publish({ version: 5, topic: "no/t", qos: 1, packetId: 2, payload: "x" }));
+    const puback = await c.expectPacket(TYPE.PUBACK);
+    assert.equal(parseAck5(puback).reasonCode, RC.NOT_AUTHORIZED);
+    assert.ok(wireSize(puback) <= 7, `PUBACK of ${wireSize(puback)} bytes`);
   },
 });
