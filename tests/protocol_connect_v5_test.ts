@@ -435,6 +435,39 @@ Deno.test(
   },
 );
 
+Deno.test({
+  name:
+    "CONNECT 5.0: Request Problem Information 0: refusals on SUBACK and PUBACK carry no Reason String or User Property [MQTT-3.1.2-29] (ours)",
+  ignore: MOSQUITTO,
+  async fn() {
+    await using b = await startBroker({
+      brokerOptions: {
+        authorizeSubscribe: (_c, f) => f !== "deny/t",
+        authorizePublish: (_c, t) => t !== "deny/t",
+      },
+    });
+    for (const rpi of [0, 1]) {
+      const c = await b.connect5({
+        clientId: `rpi-deny-${rpi}`,
+        properties: [[PROP.REQUEST_PROBLEM_INFORMATION, rpi]],
+      }, `rpi${rpi}`);
+      const sub = await c.subscribe5(1, [["deny/t", { qos: 1 }], ["bad/#/x", { qos: 0 }]]);
+      assert.deepEqual(
+        sub.reasonCodes.map(hex),
+        [RC.NOT_AUTHORIZED, RC.TOPIC_FILTER_INVALID].map(hex),
+      );
+      const pub = await c.publish5({ topic: "deny/t", qos: 1, packetId: 2, payload: "x" });
+      assert.equal(hex(pub!.reasonCode), hex(RC.NOT_AUTHORIZED));
+      if (rpi === 0) {
+        for (const props of [sub.properties, pub!.properties]) {
+          assert.ok(!props.has(PROP.REASON_STRING), "no Reason String when RPI is 0");
+          assert.ok(!props.has(PROP.USER_PROPERTY), "no User Property when RPI is 0");
+        }
+      }
+    }
+  },
+});
+
 Deno.test(
   "CONNACK 5.0: Session Present 0 and Clean Start 1 discards an existing session [MQTT-3.1.2-4] [MQTT-3.2.2-2]",
   async () => {
