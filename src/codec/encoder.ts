@@ -48,6 +48,7 @@ import { type PublishDelivery, PublishFrame } from "./publish_frame.ts";
 // The byte count the encoder uses, for callers that size things as they go on the wire.
 export { utf8Length };
 export { encodePublishHeader, type PublishDelivery, PublishFrame } from "./publish_frame.ts";
+export { WriteBatch } from "./write_batch.ts";
 
 /**
  * PINGREQ, ready to write. Shared: never mutate it.

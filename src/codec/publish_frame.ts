@@ -30,6 +30,14 @@ export interface PublishDelivery {
 
 const EMPTY = new Uint8Array(0);
 
+function checkId(packetId: number): void {
+  if (!Number.isInteger(packetId) || packetId < 1 || packetId > 0xffff) {
+    throw new TypeError(
+      `Cannot encode packet: packet identifier must be in 1..65535, got ${packetId}`,
+    );
+  }
+}
+
 /**
  * A message's PUBLISH, encoded once and framed per delivery.
  *
@@ -58,8 +66,13 @@ export class PublishFrame {
   readonly #topicBytes: Uint8Array;
   /** The message's 5.0 property block content without the per-delivery ones; built on first use. */
   #static: Uint8Array | undefined = undefined;
-  /** Headers that cannot vary: QoS 0 without delivery, by `(v5 ? 2 : 0) + (retain ? 1 : 0)`. */
-  #fixed: (Uint8Array | undefined)[] | undefined = undefined;
+  /**
+   * 3.1.1 header templates by `qos * 4 + (retain ? 2 : 0) + (dup ? 1 : 0)`, packet identifier 0:
+   * a delivery copies one and writes its identifier into the copy's last two bytes.
+   */
+  #v4: (Uint8Array | undefined)[] | undefined = undefined;
+  /** 5.0 QoS 0 headers without delivery (they cannot vary), by `retain ? 1 : 0`. */
+  #v5: (Uint8Array | undefined)[] | undefined = undefined;
 
   /**
    * Encodes the topic (and, on first 5.0 use, the properties) once.
@@ -85,6 +98,7 @@ export class PublishFrame {
    * compared with [MQTT-3.1.2-24].
    */
   size(version: ProtocolVersion, qos: QoS, delivery?: PublishDelivery): number {
+    if (version !== 5) return this.#template(qos, false, false).length + this.payload.length;
     const remaining = this.#remaining(version, qos, delivery);
     return 1 + varintLength(remaining) + remaining;
   }
@@ -95,8 +109,8 @@ export class PublishFrame {
   }
 
   /**
-   * The header of one delivery: everything before the payload. For QoS 0 without `delivery` the
-   * same bytes are returned every time (shared: never mutate them).
+   * The header of one delivery: everything before the payload. For QoS 0 (3.1.1) or QoS 0 without
+   * `delivery` (5.0) the same bytes are returned every time (shared: never mutate them).
    *
    * @param packetId 1..65535 for QoS 1 and 2; ignored for QoS 0, and so is `dup` [MQTT-3.3.1-2].
    * @throws {TypeError} for a QoS, packet identifier or delivery field out of range, an empty
@@ -110,13 +124,22 @@ export class PublishFrame {
     packetId: number,
     delivery?: PublishDelivery,
   ): Uint8Array {
+    if (version !== 5) {
+      const template = this.#template(qos, retain, dup);
+      if (qos === 0) return template;
+      checkId(packetId);
+      const out = template.slice();
+      out[out.length - 2] = packetId >> 8;
+      out[out.length - 1] = packetId & 0xff;
+      return out;
+    }
     if (qos === 0 && delivery === undefined) {
-      const fixed = this.#fixed ??= [undefined, undefined, undefined, undefined];
-      const i = (version === 5 ? 2 : 0) + (retain ? 1 : 0);
+      const fixed = this.#v5 ??= [undefined, undefined];
+      const i = retain ? 1 : 0;
       let h = fixed[i];
       if (h === undefined) {
-        h = new Uint8Array(this.headerLength(version, 0));
-        this.writeHeader(h, 0, version, 0, retain, false, 0);
+        h = new Uint8Array(this.headerLength(5, 0));
+        this.writeHeader(h, 0, 5, 0, retain, false, 0);
         fixed[i] = h;
       }
       return h;
@@ -143,20 +166,26 @@ export class PublishFrame {
     packetId: number,
     delivery?: PublishDelivery,
   ): number {
+    if (version !== 5) {
+      const template = this.#template(qos, retain, dup);
+      if (qos !== 0) checkId(packetId);
+      out.set(template, pos);
+      pos += template.length;
+      if (qos !== 0) {
+        out[pos - 2] = packetId >> 8;
+        out[pos - 1] = packetId & 0xff;
+      }
+      return pos;
+    }
     if (qos !== 0 && qos !== 1 && qos !== 2) {
       throw new TypeError(`Cannot encode packet: PUBLISH QoS must be 0, 1 or 2, got ${qos}`);
     }
-    if (qos !== 0 && (!Number.isInteger(packetId) || packetId < 1 || packetId > 0xffff)) {
-      throw new TypeError(
-        `Cannot encode packet: packet identifier must be in 1..65535, got ${packetId}`,
-      );
-    }
+    if (qos !== 0) checkId(packetId);
     const remaining = this.#remaining(version, qos, delivery);
     // [MQTT-3.3.1-2] DUP is 0 for QoS 0 messages
     out[pos++] = 0x30 | (dup && qos !== 0 ? 8 : 0) | (qos << 1) | (retain ? 1 : 0);
     pos = writeVarint(out, pos, remaining);
-    const v5 = version === 5;
-    const topic = v5 && delivery?.omitTopic === true ? EMPTY : this.#topicBytes;
+    const topic = delivery?.omitTopic === true ? EMPTY : this.#topicBytes;
     const n = topic.length;
     out[pos++] = n >> 8;
     out[pos++] = n & 0xff;
@@ -170,7 +199,6 @@ export class PublishFrame {
       out[pos++] = packetId >> 8;
       out[pos++] = packetId & 0xff;
     }
-    if (!v5) return pos;
     const block = this.#static!; // built by #remaining
     pos = writeVarint(out, pos, this.#propertiesLength(delivery));
     out.set(block, pos);
@@ -196,6 +224,30 @@ export class PublishFrame {
       }
     }
     return pos;
+  }
+
+  /** The 3.1.1 header for `qos`, `retain` and `dup` with packet identifier 0, made once. */
+  #template(qos: QoS, retain: boolean, dup: boolean): Uint8Array {
+    if (qos !== 0 && qos !== 1 && qos !== 2) {
+      throw new TypeError(`Cannot encode packet: PUBLISH QoS must be 0, 1 or 2, got ${qos}`);
+    }
+    // [MQTT-3.3.1-2] DUP is 0 for QoS 0 messages
+    const d = dup && qos !== 0;
+    const templates = this.#v4 ??= new Array(12).fill(undefined);
+    const i = qos * 4 + (retain ? 2 : 0) + (d ? 1 : 0);
+    let t = templates[i];
+    if (t === undefined) {
+      const topic = this.#topicBytes;
+      const remaining = this.#remaining(4, qos, undefined);
+      t = new Uint8Array(1 + varintLength(remaining) + remaining - this.payload.length);
+      t[0] = 0x30 | (d ? 8 : 0) | (qos << 1) | (retain ? 1 : 0);
+      let pos = writeVarint(t, 1, remaining);
+      t[pos++] = topic.length >> 8;
+      t[pos++] = topic.length & 0xff;
+      t.set(topic, pos); // the packet identifier, if any, stays 0 here
+      templates[i] = t;
+    }
+    return t;
   }
 
   #remaining(version: ProtocolVersion, qos: QoS, delivery: PublishDelivery | undefined): number {
