@@ -11,13 +11,32 @@ import { parseSharedFilter } from "./topic/shared.ts";
 import { TopicTrie } from "./topic/topic_trie.ts";
 
 /**
- * What the trie holds per (filter, session): the options, and the subscription identifier as a
- * one-element array made once at subscribe time, so a delivery with one identifier allocates
- * nothing.
+ * What the trie holds per (filter, session), flattened from the options for the per-PUBLISH path:
+ * the grant with Retain As Published in bit 2 (so one number per target carries both), No Local,
+ * and the subscription identifier as a one-element array made once at subscribe time, so a
+ * delivery with one identifier allocates nothing.
  */
-interface Route {
-  options: SubscriptionOptions;
-  ids: readonly number[] | undefined;
+class Route {
+  readonly options: SubscriptionOptions;
+  /** Granted QoS | (Retain As Published ? RAP : 0). */
+  readonly grant: number;
+  readonly noLocal: boolean;
+  readonly ids: readonly number[] | undefined;
+
+  constructor(options: SubscriptionOptions) {
+    this.options = options;
+    this.grant = options.qos | (options.retainAsPublished ? RAP : 0);
+    this.noLocal = options.noLocal;
+    this.ids = options.subscriptionId === undefined ? undefined : [options.subscriptionId];
+  }
+}
+
+/** Bit of a packed grant: Retain As Published. The low two bits are the QoS. */
+const RAP = 4;
+
+/** Whether a plain subscription needs route()'s slower path. */
+function isSpecial(o: SubscriptionOptions): boolean {
+  return o.noLocal || o.retainAsPublished || o.subscriptionId !== undefined;
 }
 
 /**
@@ -46,16 +65,21 @@ class SharedGroup {
 
 /** The subscription table of one broker. */
 export class Router {
-  #trie: TopicTrie<Session, Route> = new TopicTrie();
+  /** A plain QoS for a subscription without 5.0 options (most), else its Route. */
+  #trie: TopicTrie<Session, Route | QoS> = new TopicTrie();
   /** Shared groups by their inner filter; the trie's value is unused (the key is the group). */
   #sharedTrie: TopicTrie<SharedGroup, true> = new TopicTrie();
   #groups = new Map<string, SharedGroup>();
   #sharedSize = 0;
+  /**
+   * Plain subscriptions with No Local, Retain As Published or an identifier. While there are none
+   * (3.1.1 brokers, most 5.0 ones), route() takes the path that ignores them.
+   */
+  #special = 0;
   #generation = 0;
   // Per-route scratch, reused by the outermost route(); a nested route() gets its own.
   #targets: Session[] = [];
   #grants: number[] = [];
-  #retains: boolean[] = [];
   #ids: (readonly number[] | undefined)[] = [];
   #matchedGroups: SharedGroup[] = [];
   #depth = 0;
@@ -78,13 +102,16 @@ export class Router {
    */
   subscribe(session: Session, filter: string, options: SubscriptionOptions | QoS): boolean {
     const opts = typeof options === "number" ? plainSubscription(options) : options;
+    const previous = session.subscriptions.get(filter);
     session.setSubscription(filter, opts);
-    const route: Route = {
-      options: opts,
-      ids: opts.subscriptionId === undefined ? undefined : [opts.subscriptionId],
-    };
+    const route = new Route(opts);
     const shared = parseSharedFilter(filter);
-    if (shared === undefined) return this.#trie.add(filter, session, route);
+    if (shared === undefined) {
+      if (previous !== undefined && isSpecial(previous)) this.#special--;
+      if (!isSpecial(opts)) return this.#trie.add(filter, session, opts.qos);
+      this.#special++;
+      return this.#trie.add(filter, session, route);
+    }
     let group = this.#groups.get(filter);
     if (group === undefined) {
       group = new SharedGroup(filter, shared.filter);
@@ -104,21 +131,26 @@ export class Router {
 
   /** Removes a subscription (a shared one by its full `$share/…` filter); true if it existed. */
   unsubscribe(session: Session, filter: string): boolean {
+    const previous = session.subscriptions.get(filter);
     session.deleteSubscription(filter);
-    return this.#remove(session, filter);
+    return this.#remove(session, filter, previous);
   }
 
   /** Removes every subscription of a session. */
   unsubscribeAll(session: Session): void {
     if (session.subscriptions.size === 0) return;
-    for (const filter of session.subscriptions.keys()) this.#remove(session, filter);
+    for (const [filter, options] of session.subscriptions) this.#remove(session, filter, options);
     session.clearSubscriptions();
   }
 
-  #remove(session: Session, filter: string): boolean {
+  #remove(session: Session, filter: string, previous: SubscriptionOptions | undefined): boolean {
     const group = this.#groups.get(filter);
     if (group === undefined) {
-      return parseSharedFilter(filter) === undefined && this.#trie.remove(filter, session);
+      if (parseSharedFilter(filter) !== undefined || !this.#trie.remove(filter, session)) {
+        return false;
+      }
+      if (previous !== undefined && isSpecial(previous)) this.#special--;
+      return true;
     }
     const at = group.indexOf(session);
     if (at < 0) return false;
@@ -150,31 +182,63 @@ export class Router {
     const outer = this.#depth++ === 0;
     const targets = outer ? this.#targets : [];
     const grants = outer ? this.#grants : [];
-    const retains = outer ? this.#retains : [];
+    // Filled only once some matching subscription has an identifier (most routes have none).
     const ids = outer ? this.#ids : [];
     const groups = outer ? this.#matchedGroups : [];
     const origin = message.origin;
+    let withIds = false;
     try {
-      this.#trie.match(message.topic, (session, route) => {
-        const o = route.options;
-        if (o.noLocal && session.clientId === origin) return;
-        if (session.mark !== generation) {
-          session.mark = generation;
-          session.markIndex = targets.length;
-          targets.push(session);
-          grants.push(o.qos);
-          retains.push(o.retainAsPublished);
-          ids.push(route.ids);
-          return;
-        }
-        const i = session.markIndex;
-        if (o.qos > grants[i]) grants[i] = o.qos;
-        if (o.retainAsPublished) retains[i] = true;
-        if (route.ids !== undefined) {
-          const had = ids[i];
-          ids[i] = had === undefined ? route.ids : [...had, ...route.ids];
-        }
-      });
+      if (this.#special === 0) {
+        // Every grant is a plain QoS here.
+        this.#trie.match(message.topic, (session, value) => {
+          const qos = value as QoS;
+          if (session.mark !== generation) {
+            session.mark = generation;
+            session.markIndex = targets.length;
+            targets.push(session);
+            grants.push(qos);
+          } else if (qos > grants[session.markIndex]) {
+            grants[session.markIndex] = qos;
+          }
+        });
+      } else {
+        this.#trie.match(message.topic, (session, value) => {
+          let grant: number;
+          let routeIds: readonly number[] | undefined;
+          if (typeof value === "number") {
+            grant = value;
+            routeIds = undefined;
+          } else {
+            if (value.noLocal && session.clientId === origin) return;
+            grant = value.grant;
+            routeIds = value.ids;
+          }
+          if (session.mark !== generation) {
+            session.mark = generation;
+            session.markIndex = targets.length;
+            targets.push(session);
+            grants.push(grant);
+            if (routeIds !== undefined && !withIds) {
+              withIds = true;
+              for (let k = ids.length; k < targets.length - 1; k++) ids.push(undefined);
+            }
+            if (withIds) ids.push(routeIds);
+            return;
+          }
+          const i = session.markIndex;
+          const had = grants[i];
+          // The highest QoS; Retain As Published if any matching subscription has it.
+          grants[i] = ((grant & 3) > (had & 3) ? grant & 3 : had & 3) | ((grant | had) & RAP);
+          if (routeIds !== undefined) {
+            if (!withIds) {
+              withIds = true;
+              for (let k = ids.length; k < targets.length; k++) ids.push(undefined);
+            }
+            const before = ids[i];
+            ids[i] = before === undefined ? routeIds : [...before, ...routeIds];
+          }
+        });
+      }
       if (this.#groups.size !== 0) {
         this.#sharedTrie.match(message.topic, (group) => {
           groups.push(group);
@@ -182,21 +246,28 @@ export class Router {
       }
       const published = message.qos;
       const retained = message.retain;
-      for (let i = 0; i < targets.length; i++) {
-        const granted = grants[i] as QoS;
-        targets[i].deliver(
-          message,
-          granted < published ? granted : published,
-          retained && retains[i],
-          ids[i],
-        );
+      if (this.#special === 0) {
+        for (let i = 0; i < targets.length; i++) {
+          const granted = grants[i] as QoS;
+          targets[i].deliver(message, granted < published ? granted : published);
+        }
+      } else {
+        for (let i = 0; i < targets.length; i++) {
+          const grant = grants[i];
+          const granted = (grant & 3) as QoS;
+          targets[i].deliver(
+            message,
+            granted < published ? granted : published,
+            retained && (grant & RAP) !== 0,
+            withIds ? ids[i] : undefined,
+          );
+        }
       }
       for (let i = 0; i < groups.length; i++) this.#deliverShared(groups[i], message);
       return targets.length + groups.length;
     } finally {
       targets.length = 0;
       grants.length = 0;
-      retains.length = 0;
       ids.length = 0;
       groups.length = 0;
       this.#depth--;
