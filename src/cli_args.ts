@@ -35,6 +35,8 @@ export interface CliConfig {
   dataDir?: string;
   sync: "full" | "normal" | "off";
   sysIntervalS: number;
+  /** 5.0 Response Information prefix; undefined = none. */
+  responseInformation?: string;
 }
 
 /** A bad flag or value: the CLI prints the message alone and exits 2. */
@@ -62,6 +64,7 @@ const STRING_FLAGS = {
   "acl-file": "aclFile",
   "data-dir": "dataDir",
   sync: "sync",
+  "response-information": "responseInformation",
 } as const;
 
 const PORT_FLAGS = {
@@ -114,6 +117,7 @@ Persistence:
   --sync full|normal|off             durability of acknowledged messages (default normal)
 Other:
   --sys-interval SECONDS             publish $SYS/broker/... every N s, 0 = off (default 10)
+  --response-information PREFIX      5.0 Response Information: PREFIX + client id, when requested
   --log-level LEVEL                  ${LOG_LEVELS.join("|")} (default info)
   --config FILE                      JSON object of these options in camelCase; flags override it
   --help, --version
@@ -275,6 +279,7 @@ export function parseCliArgs(
     allowAnonymous: bool("allow-anonymous"),
     dataDir: str("data-dir"),
     sync,
+    responseInformation: str("response-information"),
     sysIntervalS: merged["sys-interval"] === undefined
       ? CLI_DEFAULTS.sysIntervalS
       : parseInteger("sys-interval", merged["sys-interval"], 0, 86_400),

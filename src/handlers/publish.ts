@@ -152,13 +152,23 @@ function finish(
   }
   if (qos === 0) return;
   const type = qos === 1 ? "puback" : "pubrec"; // [MQTT-4.3.2-2] [MQTT-4.3.3-2]
-  afterCommit(link, () => {
-    // A QoS 1 exchange ends with its PUBACK, a refused QoS 2 one with its PUBREC.
-    if (v5 !== undefined && (qos === 1 || code >= 0x80) && v5.inboundPending > 0) {
-      v5.inboundPending--;
-    }
-    link.sendAck(type, packetId!, code);
-  }, false);
+  // Without a store the ack goes now, without a closure: this is the QoS 1 hot path.
+  if (ctx.mirror === undefined) return sendPublishAck(link, type, packetId!, code);
+  afterCommit(link, () => sendPublishAck(link, type, packetId!, code), false);
+}
+
+function sendPublishAck(
+  link: ClientLink,
+  type: "puback" | "pubrec",
+  packetId: number,
+  code: number,
+): void {
+  const v5 = link.v5;
+  // A QoS 1 exchange ends with its PUBACK, a refused QoS 2 one with its PUBREC.
+  if (v5 !== undefined && (type === "puback" || code >= 0x80) && v5.inboundPending > 0) {
+    v5.inboundPending--;
+  }
+  link.sendAck(type, packetId, code);
 }
 
 /** PUBREL: the client releases an inbound QoS 2 message; PUBCOMP even for unknown ids (5.0: 0x92). */
@@ -167,8 +177,8 @@ export function handlePubrel(link: ClientLink, session: Session, packetId: numbe
   const known = session.deleteInboundQos2(packetId);
   if (known && !session.clean) ctx.mirror?.inboundQos2Removed(session, packetId);
   const v5 = link.v5;
-  afterCommit(link, () => {
-    if (v5 !== undefined && known && v5.inboundPending > 0) v5.inboundPending--;
-    link.sendAck("pubcomp", packetId, known ? REASON.success : REASON.packetIdentifierNotFound);
-  }, false);
+  if (v5 !== undefined && known && v5.inboundPending > 0) v5.inboundPending--;
+  const code = known ? REASON.success : REASON.packetIdentifierNotFound;
+  if (ctx.mirror === undefined) return link.sendAck("pubcomp", packetId, code);
+  afterCommit(link, () => link.sendAck("pubcomp", packetId, code), false);
 }
