@@ -74,7 +74,12 @@ const seqs = (state: LoadResult, clientId: string): number[] =>
  * `seq` order through their state transitions; delete a session's messages with it; load within
  * limits, count what it skipped and delete it; write all changes of one event-loop turn as one
  * batch (`commits` goes up by one); reject `commit()` after `close()` and ignore changes made
- * while closed; capture records at call time.
+ * while closed; capture records at call time. And the 5.0 state: subscription options and
+ * identifiers, shared subscription filters, the Session Expiry Interval, a delayed will (removed
+ * by saving the session without one), message properties (User Properties in order, binary
+ * Correlation Data), outbound Subscription Identifiers; message expiry as a wall-clock deadline
+ * (a queued or retained message past it is not loaded and is deleted, an in-flight one is kept);
+ * the will of a session that expired while stored comes back once in `expiredWills`.
  *
  * @example Run the suite against the in-memory store
  * ```ts

@@ -274,7 +274,9 @@ interface Deferred {
  *   at all; the outbound changes of a batch are written as few statements as possible.
  * - Durability: see {@linkcode SyncMode}. A failed transaction is rolled back, logged, and the
  *   `commit()` promises of that batch reject; the broker must then not acknowledge.
- * - Layout: tables `retained`, `sessions` (subscriptions as JSON), `outbound` and `inbound_qos2`.
+ * - Layout: tables `retained`, `sessions` (subscriptions as JSON), `outbound` and `inbound_qos2`;
+ *   5.0 message properties as JSON, message expiry as an absolute deadline (epoch ms), a delayed
+ *   will in the session's row.
  *   A message queued for several sessions is stored once per session: simple, at the price of
  *   disk space for fan-out to many persistent subscribers.
  * - The file is held with an exclusive lock (`locking_mode=EXCLUSIVE`, no `-shm` file) while
