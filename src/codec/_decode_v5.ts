@@ -143,12 +143,12 @@ export function decodePublishV5(
 ): PublishPacket {
   // [MQTT-3.3.2-1] the topic name comes first, a UTF-8 string
   const topic = r.string("topic name");
-  // [MQTT-3.3.2-2] no wildcards in a topic name
+  // [MQTT-3.3.2-2] no wildcards in a topic name: not a well-formed topic name, so malformed (0x90
+  // Topic Name invalid is for a well-formed name the receiver does not accept), as mosquitto
   if (topic.indexOf("+") !== -1 || topic.indexOf("#") !== -1) {
-    throw protocolError(
-      "PUBLISH topic name with a wildcard",
+    throw new DecodeError(
+      "Cannot decode packet: PUBLISH topic name with a wildcard",
       "[MQTT-3.3.2-2]",
-      REASON.topicNameInvalid,
     );
   }
   const packetId = qos === 0 ? 0 : r.packetId();

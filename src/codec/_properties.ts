@@ -132,8 +132,9 @@ function protocolError(message: string, specRef = ""): DecodeError {
  * Reads a property block (its Variable Byte Integer length and the properties) of a packet of
  * `kind`. Returns `undefined`, allocating nothing, when the block is empty.
  *
- * @throws {DecodeError} 0x81 for an unknown identifier or a block that does not parse; 0x82 for a
- * property the packet does not allow, a repeated once-only property or a value out of range.
+ * @throws {DecodeError} 0x81 for an unknown identifier, a property the packet does not allow
+ * (2.2.2.2) or a block that does not parse; 0x82 for a repeated once-only property or a value out
+ * of its range.
  */
 export function readProperties(
   r: Reader,
@@ -160,7 +161,10 @@ export function readProperties(
     if ((row.kinds & kind) === 0) {
       const other = rows[1];
       if (other === undefined || (other.kinds & kind) === 0) {
-        throw protocolError(`property ${row.key} (${hex(id)}) is not allowed in ${packetName}`);
+        // 2.2.2.2: "an Identifier which is not valid for its packet type ... is a Malformed Packet"
+        throw new DecodeError(
+          `Cannot decode packet: property ${row.key} (${hex(id)}) is not allowed in ${packetName}`,
+        );
       }
       row = other;
     }

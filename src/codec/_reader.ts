@@ -4,7 +4,7 @@
  * @module
  */
 
-import { DecodeError } from "./packet.ts";
+import { DecodeError, REASON } from "./packet.ts";
 import { decodeUtf8 } from "./_utf8.ts";
 
 /** An empty buffer, so that a reader never keeps a caller's buffer alive. */
@@ -64,10 +64,12 @@ export class Reader {
   packetId(): number {
     const id = this.u16("packet identifier");
     if (id === 0) {
-      // [MQTT-2.3.1-1] (3.1.1) [MQTT-2.2.1-3] (5.0) a packet identifier is non-zero
+      // [MQTT-2.3.1-1] (3.1.1) [MQTT-2.2.1-3] (5.0) a packet identifier is non-zero; it parses,
+      // so 5.0 calls it a protocol error (as mosquitto answers it)
       throw new DecodeError(
         "Cannot decode packet: packet identifier 0",
         this.v5 ? "[MQTT-2.2.1-3]" : "[MQTT-2.3.1-1]",
+        this.v5 ? REASON.protocolError : REASON.malformedPacket,
       );
     }
     return id;

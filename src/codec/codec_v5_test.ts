@@ -763,9 +763,9 @@ const INVALID: Rule[] = [
     },
   },
   {
-    rule: "a property the packet does not allow (0x82)",
+    rule: "a property the packet does not allow (0x81, section 2.2.2.2)",
     specRef: "",
-    reasonCode: 0x82,
+    reasonCode: 0x81,
     cases: {
       "Session Expiry in PUBLISH": PUB([0x11, ...u32(1)]),
       "Reason String in PUBLISH": PUB([0x1f, ...str("x")]),
@@ -787,7 +787,7 @@ const INVALID: Rule[] = [
         ...str("a"),
       ),
       "Authentication Method in DISCONNECT": pkt(0xe0, 0, ...props(0x15, ...str("m"))),
-      "User Property in PINGREQ-like CONNACK field: Response Information in PUBACK": pkt(
+      "Response Information in PUBACK": pkt(
         0x40,
         ...u16(1),
         0,
@@ -940,9 +940,9 @@ const INVALID: Rule[] = [
     cases: { "DUP QoS 0": pkt(0x38, ...str("t"), ...props()) },
   },
   {
-    rule: "a wildcard in a 5.0 PUBLISH topic name (0x90)",
+    rule: "a wildcard in a 5.0 PUBLISH topic name (0x81)",
     specRef: "[MQTT-3.3.2-2]",
-    reasonCode: 0x90,
+    reasonCode: 0x81,
     cases: {
       "+": pkt(0x30, ...str("a/+"), ...props()),
       "#": pkt(0x30, ...str("#"), ...props()),
@@ -955,9 +955,9 @@ const INVALID: Rule[] = [
     cases: { "no properties": pkt(0x30, ...str(""), ...props()) },
   },
   {
-    rule: "a packet identifier 0 (5.0)",
+    rule: "a packet identifier 0 (5.0, 0x82)",
     specRef: "[MQTT-2.2.1-3]",
-    reasonCode: 0x81,
+    reasonCode: 0x82,
     cases: {
       "PUBLISH": pkt(0x32, ...str("t"), ...u16(0), ...props()),
       "SUBSCRIBE": pkt(0x82, ...u16(0), ...props(), ...str("a"), 0),
