@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, parsePublish, pingreq, puback, publish, RawClient, TYPE } from "./_raw.ts";
 import type { Connack5, ConnectOptions } from "./_raw.ts";
+import { memoryPair } from "./_memory_conn.ts";
 import type { Broker, BrokerOptions, Limits } from "../mod.ts";
 
 /** True when the tests run against mosquitto instead of our broker. */
@@ -148,6 +149,11 @@ export interface RunningBroker {
   connect(o?: ConnectOptions, label?: string): Promise<RawClient>;
   /** Opens a raw connection, sends a 5.0 CONNECT and expects CONNACK 0x00. */
   connect5(o?: ConnectOptions, label?: string): Promise<RawClient & { connack: Connack5 }>;
+  /**
+   * Ours only: a raw client over an in-memory pair handed to `broker.handle()` (no socket). Closed
+   * by `close()` like the others.
+   */
+  memoryClient(label?: string): RawClient;
   /** `connect` for version 4, `connect5` for version 5 (tests looped over both versions). */
   connectV(version: number, o?: ConnectOptions, label?: string): Promise<RawClient>;
   /** Closes every client opened through this object, then the broker. Idempotent. */
@@ -159,6 +165,7 @@ export interface RunningBroker {
 export async function startBroker(options: StartOptions = {}): Promise<RunningBroker> {
   const started = MOSQUITTO ? await startMosquitto(options) : await startOurs(options);
   const clients: RawClient[] = [];
+  const handled: Promise<void>[] = [];
   let closing: Promise<void> | undefined;
   const running: RunningBroker = {
     port: started.port,
@@ -178,12 +185,21 @@ export async function startBroker(options: StartOptions = {}): Promise<RunningBr
       const connack = await c.handshake5(o);
       return Object.assign(c, { connack });
     },
+    memoryClient(label = `memory${clients.length + 1}`) {
+      if (started.broker === undefined) throw new Error("memoryClient needs our broker");
+      const [client, server] = memoryPair();
+      handled.push(started.broker.handle(server, "memory"));
+      const c = RawClient.wrap(client, label);
+      clients.push(c);
+      return c;
+    },
     connectV(version: number, o: ConnectOptions = {}, label?: string) {
       return version === 5 ? running.connect5(o, label) : running.connect(o, label);
     },
     close() {
       closing ??= (async () => {
         await Promise.all(clients.map((c) => c.close()));
+        await Promise.all(handled);
         await started.stop();
       })();
       return closing;

@@ -871,7 +871,7 @@ const DEFAULT_TIMEOUT_MS = 3_000;
  * A background loop reads; `expect*` wait with a deadline and fail with what arrived instead.
  */
 export class RawClient {
-  #conn: Deno.TcpConn;
+  #conn: Pick<Deno.Conn, "read" | "write" | "close">;
   #splitter = new PacketSplitter();
   #queue: RawPacket[] = [];
   #waiters: (() => void)[] = [];
@@ -884,7 +884,7 @@ export class RawClient {
   /** Free-form label for messages. */
   label: string;
 
-  private constructor(conn: Deno.TcpConn, label: string) {
+  private constructor(conn: Pick<Deno.Conn, "read" | "write" | "close">, label: string) {
     this.#conn = conn;
     this.label = label;
     this.#readLoop = this.#read();
@@ -894,6 +894,11 @@ export class RawClient {
   static async connect(port: number, label = "client", hostname = "127.0.0.1"): Promise<RawClient> {
     const conn = await Deno.connect({ hostname, port });
     conn.setNoDelay(true);
+    return new RawClient(conn, label);
+  }
+
+  /** Wraps any byte stream (e.g. one end of tests/_memory_conn.ts's pair); nothing is sent. */
+  static wrap(conn: Pick<Deno.Conn, "read" | "write" | "close">, label = "client"): RawClient {
     return new RawClient(conn, label);
   }
 
