@@ -626,8 +626,10 @@ export class Broker extends EventTarget {
     const session = connection.session;
     // The broker going away publishes no will, now or later.
     const left = this.#closed ? undefined : will;
+    // Published now: no Will Delay, or a session that ends with this connection (whichever first).
     const willPublished = left !== undefined &&
-      (left.properties?.willDelayInterval ?? 0) === 0;
+      ((left.properties?.willDelayInterval ?? 0) === 0 || session === undefined ||
+        session.link !== connection || session.clean);
     if (session !== undefined && session.link === connection) {
       this.#registry.detach(session, left, connection.client);
     } else if (left !== undefined) {

@@ -5,9 +5,10 @@
  *
  * @module
  */
-import { encodePacket } from "../codec/encoder.ts";
+import { encodePacket, encodeWithin } from "../codec/encoder.ts";
 import {
   CONNACK,
+  type ConnackPacket,
   connackReasonCode,
   type ConnectPacket,
   type Properties,
@@ -278,13 +279,15 @@ function accept(link: ClientLink, pending: PendingConnect): void | Promise<void>
     connack = sessionPresent ? CONNACK_PRESENT : CONNACK_NEW;
   } else {
     v5.sessionExpiryS = pending.sessionExpiryS;
-    connack = encodePacket({
+    const packet5: ConnackPacket = {
       type: "connack",
       sessionPresent,
       returnCode: 0,
       reasonCode: REASON.success,
       properties: connackProperties(link, pending),
-    }, 5);
+    };
+    // Fitted to the client's Maximum Packet Size when it can be [MQTT-3.1.2-24].
+    connack = encodeWithin(packet5, 5, v5.maximumPacketSize) ?? encodePacket(packet5, 5);
   }
   const durable = ctx.mirror?.durable();
   const finish = () => {
