@@ -250,6 +250,33 @@ Deno.test(
   },
 );
 
+for (const version of [4, 5]) {
+  Deno.test(
+    `CONNECT ${
+      version === 5 ? "5.0" : "3.1.1"
+    }: packets sent after a refused CONNECT are not processed [MQTT-3.1.4-6]`,
+    async () => {
+      await using b = await startBroker({ v5: { maxQos: 1 } });
+      const watcher = await b.connect5({ clientId: "watcher" }, "watcher");
+      await watcher.subscribe5(1, [["after/#", { qos: 0 }]]);
+      const c = await b.client("refused");
+      // 5.0: a will QoS above Maximum QoS (0x9B); 3.1.1: an empty id without clean session (0x02).
+      const refused = version === 5
+        ? connect({ version, clientId: "refused", will: { topic: "after/will", qos: 2 } })
+        : connect({ clientId: "", cleanSession: false });
+      await c.send(concat(
+        refused,
+        publish({ version, topic: "after/refusal", payload: "x" }),
+        packet(TYPE.PINGREQ, 0),
+      ));
+      const ack = await c.expectPacket(TYPE.CONNACK);
+      assert.notEqual(ack.body[1], 0, "refused");
+      await c.expectClosed(); // no PINGRESP, nothing else
+      await watcher.expectNothing();
+    },
+  );
+}
+
 Deno.test({
   name: "CONNECT 5.0: a bad user name or password gets CONNACK 0x86, then close (ours)",
   ignore: MOSQUITTO,
@@ -488,5 +515,4 @@ Deno.test(
   },
 );
 
-// Bytes kept for malformed-CONNECT tests that the builder cannot express.
-void concat, packet, property, str, u16;
+void property, str, u16;

@@ -179,6 +179,16 @@ Deno.test(
 );
 
 Deno.test(
+  "PUBLISH 5.0: a Content Type containing U+0000 is malformed: DISCONNECT 0x81 [MQTT-1.5.4-2]",
+  async () => {
+    await using b = await startBroker();
+    const c = await b.connect5({ clientId: "nul" });
+    await c.send(publish({ topic: "nul/t", properties: [[PROP.CONTENT_TYPE, "text\u0000plain"]] }));
+    await expectDisconnectOrMosquittoClose(c, RC.MALFORMED_PACKET);
+  },
+);
+
+Deno.test(
   "PUBLISH 5.0: properties on the client's acknowledgements are accepted",
   async () => {
     await using b = await startBroker();
