@@ -729,6 +729,25 @@ Deno.test("one decoder serves 3.1.1 and 5.0 connections in turn: next(version) p
   assert.throws(() => d.next(4), DecodeError);
 });
 
+Deno.test("detach() keeps the decoder's role", () => {
+  const withIds = pkt(0x30, ...str("t"), ...props(0x0b, 1));
+  const client = new Decoder({ maxPacketSize: MAX, role: "client" });
+  client.push(new Uint8Array(withIds.slice(0, 3)));
+  assert.equal(client.next(5), undefined);
+  const own = client.detach();
+  own.push(new Uint8Array(withIds.slice(3)));
+  assert.equal(own.next(5)?.type, "publish");
+  const server = new Decoder({ maxPacketSize: MAX });
+  server.push(new Uint8Array(withIds.slice(0, 3)));
+  assert.equal(server.next(5), undefined);
+  const detached = server.detach();
+  detached.push(new Uint8Array(withIds.slice(3)));
+  assert.throws(
+    () => detached.next(5),
+    (e) => e instanceof DecodeError && e.specRef === "[MQTT-3.3.4-6]",
+  );
+});
+
 Deno.test("3.1.1 still rejects AUTH and a DISCONNECT with a body", () => {
   assert.throws(() => decodeAll(new Uint8Array(pkt(0xf0, 0x18)), "server", 4), DecodeError);
   assert.throws(() => decodeAll(new Uint8Array([0xe0, 1, 0x04]), "server", 4), DecodeError);
