@@ -21,7 +21,6 @@ import {
   publish,
   RC,
   str,
-  subscribe5,
   TYPE,
   u16,
 } from "./_raw.ts";
