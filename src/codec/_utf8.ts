@@ -47,6 +47,26 @@ export function decodeUtf8(buf: Uint8Array, start: number, end: number, v5 = fal
   return s;
 }
 
+/**
+ * Whether `bytes` are well-formed UTF-8 without U+0000: what a PUBLISH with Payload Format
+ * Indicator 1 promises (5.0 section 3.3.2.3.2; a receiver may answer 0x99 otherwise).
+ */
+export function isUtf8(bytes: Uint8Array): boolean {
+  let i = 0;
+  const n = bytes.length;
+  for (; i < n; i++) {
+    const c = bytes[i];
+    if (c === 0) return false;
+    if (c >= 0x80) break;
+  }
+  if (i === n) return true;
+  try {
+    return FATAL_DECODER.decode(bytes.subarray(i)).indexOf("\0") === -1;
+  } catch {
+    return false;
+  }
+}
+
 function nulError(v5: boolean): DecodeError {
   return new DecodeError(
     "Cannot decode packet: string contains U+0000",

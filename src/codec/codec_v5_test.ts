@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Decoder } from "./decoder.ts";
+import { Decoder, isUtf8Payload } from "./decoder.ts";
 import {
   encodeAck,
   encodePacket,
@@ -1688,4 +1688,18 @@ Deno.test("decoder 5.0 only ever throws DecodeError on random and mutated bytes 
   }
   assert.ok(decoded > 5_000, `only ${decoded} packets decoded`);
   assert.ok(rejected > 5_000, `only ${rejected} inputs rejected`);
+});
+
+Deno.test("isUtf8Payload accepts well-formed UTF-8 and refuses the rest (0x99 is the caller's)", () => {
+  const ok = ["", "plain ascii", "21.5 °C", "日本語", "😀", "\ufeffBOM kept"];
+  for (const text of ok) assert.equal(isUtf8Payload(new TextEncoder().encode(text)), true, text);
+  const bad = [
+    [0xc3, 0x28],
+    [0xed, 0xa0, 0x80],
+    [0xc0, 0x80],
+    [0xf4, 0x90, 0x80, 0x80],
+    [0x61, 0],
+    [0xff],
+  ];
+  for (const bytes of bad) assert.equal(isUtf8Payload(new Uint8Array(bytes)), false, String(bytes));
 });

@@ -23,6 +23,7 @@ import {
   type Will,
 } from "./packet.ts";
 import { EMPTY, READER, type Reader } from "./_reader.ts";
+import { isUtf8 } from "./_utf8.ts";
 import {
   decodeAuthV5,
   decodeConnackV5,
@@ -35,6 +36,23 @@ import {
   decodeUnsubackV5,
   decodeUnsubscribeV5,
 } from "./_decode_v5.ts";
+
+/**
+ * Whether a payload is well-formed UTF-8 without U+0000, as a 5.0 PUBLISH or will with Payload
+ * Format Indicator 1 declares it; the receiver may answer 0x99 (payload format invalid) when not.
+ *
+ * @example
+ * ```ts
+ * import { isUtf8Payload } from "./decoder.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(isUtf8Payload(new TextEncoder().encode("21.5 °C")), true);
+ * assert.equal(isUtf8Payload(new Uint8Array([0xc3, 0x28])), false);
+ * ```
+ */
+export function isUtf8Payload(payload: Uint8Array): boolean {
+  return isUtf8(payload);
+}
 
 /** Options of a {@linkcode Decoder}. */
 export interface DecoderOptions {
