@@ -191,6 +191,8 @@ export class Broker extends EventTarget {
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #sysTimer: ReturnType<typeof setInterval> | undefined;
   readonly #startedAt = Date.now();
+  // Epoch ms at which the retained store may hold an expired message (5.0 Message Expiry).
+  #retainedExpiry = Infinity;
   // Connections with bytes queued this turn, written together once the turn's reads are done.
   #dirty: Flushable[] = [];
   #spare: Flushable[] = [];
@@ -333,6 +335,7 @@ export class Broker extends EventTarget {
         // Wills of sessions that ended while the broker was down are published now; delayed
         // wills that came due meanwhile go out with the first sweep.
         for (const { client, will } of restored.dueWills) this.#publishWill(client, will);
+        this.#retainedExpiry = Date.now();
         this.#startSweep();
       });
       // Reported through ready/listen/handle; never an unhandled rejection.
@@ -611,6 +614,12 @@ export class Broker extends EventTarget {
     const clock = this.#ctx.now = now - this.#startedAt;
     for (const connection of this.#connections) connection.check(clock);
     this.#registry.sweep(now);
+    // Expired retained messages are skipped when matched; this frees them in the meantime, a
+    // pass at most once a minute and only while some retained message has an expiry.
+    if (now >= this.#retainedExpiry) {
+      this.#retained.removeExpired(now);
+      this.#retainedExpiry = now + 60_000;
+    }
   }
 
   // Connections whose CONNECT was accepted (not sockets still before CONNECT).
@@ -683,6 +692,9 @@ export class Broker extends EventTarget {
 
   #publish(message: Message, from: ClientInfo | undefined): number {
     if (message.retain) {
+      if (message.expiresAt !== 0 && message.expiresAt < this.#retainedExpiry) {
+        this.#retainedExpiry = message.expiresAt;
+      }
       const result = this.#retained.set(message);
       if (result !== "full" && result !== "none") this.#mirror?.retainedChanged(message);
     }
