@@ -315,3 +315,51 @@ Deno.test({
     assert.ok(wireSize(puback) <= 7, `PUBACK of ${wireSize(puback)} bytes`);
   },
 });
+
+Deno.test({
+  // mosquitto 2.0.11: see the Receive Maximum note above.
+  name:
+    "flow control: an embedded-style client (Maximum Packet Size 256, Receive Maximum 1, Session Expiry 60) resumes its session: redelivery first, then the queue, one at a time, nothing too large (ours)",
+  ignore: MOSQUITTO,
+  async fn() {
+    await using b = await startBroker();
+    const props = [
+      [PROP.MAXIMUM_PACKET_SIZE, 256],
+      [PROP.RECEIVE_MAXIMUM, 1],
+      [PROP.SESSION_EXPIRY_INTERVAL, 60],
+    ] as [number, number][];
+    const first = await b.connect5({ clientId: "embedded", properties: props }, "first");
+    await first.subscribe5(1, [["emb/#", { qos: 1 }]]);
+    const pub = await b.connect5({ clientId: "emb-pub" }, "pub");
+    await pub.publish5({ topic: "emb/t", qos: 1, packetId: 1, payload: "in flight" });
+    const inflight = await first.expectPublish5();
+    await first.close(); // gone without PUBACK, like a device losing power
+    const big = "B".repeat(64 * 1024);
+    const queued = ["q1", big, "q2", big, "q3"];
+    for (const [i, payload] of queued.entries()) {
+      await pub.publish5({ topic: "emb/t", qos: 1, packetId: i + 2, payload });
+    }
+    const back = await b.client("back");
+    await back.send(
+      connect({ version: 5, clientId: "embedded", cleanSession: false, properties: props }),
+    );
+    assert.equal((await back.expectConnack5()).sessionPresent, true);
+    const got: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const m = await back.expectPublish5();
+      if (i === 0) {
+        assert.deepEqual(
+          [m.packetId, m.dup],
+          [inflight.packetId, true],
+          "redelivered first [MQTT-4.4.0-1]",
+        );
+      }
+      await back.expectNothing(100); // Receive Maximum 1: nothing more until the PUBACK
+      got.push(m.text);
+      await back.send(puback(m.packetId!));
+    }
+    assert.deepEqual(got, ["in flight", "q1", "q2", "q3"]);
+    await back.expectNothing();
+    assert.ok(back.received.largestPacket <= 256, `largest ${back.received.largestPacket}`);
+  },
+});
