@@ -348,3 +348,73 @@ Deno.test("durable v5 cli: after SIGKILL, an acknowledged 5.0 message is there w
     }
   });
 });
+
+Deno.test("durable v5: a retained message that expires while the broker runs is not sent, and its stored row is deleted too", async () => {
+  await withTempDir(async (dir) => {
+    const b = await DurableBroker.start(dir);
+    try {
+      const pub = (await connect5(b.port, "d5x-pub", undefined, { cleanStart: true })).c;
+      const at = Date.now();
+      await pub.publish5({
+        topic: "d5x/r",
+        payload: "soon gone",
+        qos: 1,
+        packetId: 1,
+        retain: true,
+        properties: [[PROP.MESSAGE_EXPIRY_INTERVAL, 1]],
+      });
+      await pub.publish5({ topic: "d5x/keep", payload: "kept", qos: 1, packetId: 2, retain: true });
+      await waitFor(() => Date.now() > at + 1_200, 5_000, "the expiry to pass");
+      const sub = (await connect5(b.port, "d5x-sub", undefined, { cleanStart: true })).c;
+      await sub.subscribe5(1, [["d5x/#", { qos: 1 }]]);
+      assert.equal((await sub.receive5()).topic, "d5x/keep");
+      await sub.expectNothing();
+      await sub.close();
+      await pub.close();
+      await b.restart();
+      // Deleted from the store when it was found expired: nothing expired is left to load.
+      assert.ok(
+        b.lines.includes("info persistence: restored 0 sessions, 0 messages, 1 retained messages"),
+        b.lines.join("\n"),
+      );
+      assert.ok(!b.lines.some((l) => /expired messages removed/.test(l)), b.lines.join("\n"));
+    } finally {
+      await b.close();
+    }
+  });
+});
+
+Deno.test("durable v5: with shared subscriptions switched off, stored $share subscriptions are not restored (one warning), the others are", async () => {
+  await withTempDir(async (dir) => {
+    const b = await DurableBroker.start(dir);
+    try {
+      const { c } = await connect5(b.port, "d5off", HOUR, { cleanStart: true });
+      await c.subscribe5(1, [["$share/g/d5off/t", { qos: 1 }], ["d5off/t", { qos: 0 }]]);
+      await c.close();
+      await waitFor(() => b.broker.stats().connections === 0, 5_000, "the disconnect");
+    } finally {
+      await b.close();
+    }
+    const off = await DurableBroker.start(dir, { limits: { sharedSubscriptionAvailable: false } });
+    try {
+      assert.ok(
+        off.lines.includes(
+          "warn persistence: 1 shared subscriptions not restored: shared subscriptions are off",
+        ),
+        off.lines.join("\n"),
+      );
+      assert.equal(off.broker.stats().subscriptions, 1);
+      const { c, sessionPresent } = await connect5(off.port, "d5off", HOUR);
+      assert.equal(sessionPresent, true);
+      const pub = (await connect5(off.port, "d5off-pub", undefined, { cleanStart: true })).c;
+      await pub.publish5({ topic: "d5off/t", payload: "once", qos: 1, packetId: 1 });
+      const m = await c.receive5();
+      assert.deepEqual([m.text, m.qos], ["once", 0], "only the plain subscription");
+      await c.expectNothing();
+      await c.close();
+      await pub.close();
+    } finally {
+      await off.close();
+    }
+  });
+});
