@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { isUtf8Payload } from "../codec/decoder.ts";
 import type { PublishPacket } from "../codec/packet.ts";
 import { REASON } from "../codec/packet.ts";
 import type { ClientLink } from "../context.ts";
@@ -77,6 +78,19 @@ export function handlePublish(
     }
   }
   link.chargeRate(packet.payload.length);
+  // Payload Format Indicator 1 promises UTF-8; a payload that is not is refused (5.0 3.3.2.3.2).
+  if (
+    v5 !== undefined && packet.properties?.payloadFormatIndicator === true &&
+    !isUtf8Payload(packet.payload)
+  ) {
+    if (qos === 0) {
+      throw new ProtocolError(
+        "payload is not UTF-8 as its format says",
+        REASON.payloadFormatInvalid,
+      );
+    }
+    return finish(link, session, packet, topic, REASON.payloadFormatInvalid);
+  }
   if (isBrokerSysTopic(topic)) return finish(link, session, packet, topic, REASON.notAuthorized);
   const authorize = ctx.hooks.authorizePublish;
   if (authorize === undefined) return finish(link, session, packet, topic, REASON.success);
@@ -147,7 +161,7 @@ function finish(
   } else {
     // 3.1.1: a refused PUBLISH is acknowledged at its QoS and dropped, as mosquitto does;
     // 5.0 says why in the ack.
-    ctx.counters.dropped.notAuthorized++;
+    if (refused !== REASON.payloadFormatInvalid) ctx.counters.dropped.notAuthorized++;
     if (v5 !== undefined) code = refused;
   }
   if (qos === 0) return;
