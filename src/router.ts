@@ -176,9 +176,50 @@ export class Router {
    * go with the delivery [MQTT-3.3.4-3]. Returns the number of deliveries.
    */
   route(message: Message): number {
+    return this.#special === 0 && this.#groups.size === 0
+      ? this.#routePlain(message)
+      : this.#routeFull(message);
+  }
+
+  /**
+   * route() while every subscription is a plain QoS (3.1.1 brokers, and most 5.0 ones): the path
+   * of bfa01d4, nothing more per target.
+   */
+  #routePlain(message: Message): number {
     const generation = ++this.#generation;
     // Delivery can call hooks that publish again; a nested route gets its own lists, and the
     // grants are kept here, not read back from the sessions a nested route may re-mark.
+    const outer = this.#depth++ === 0;
+    const targets = outer ? this.#targets : [];
+    const grants = outer ? this.#grants : [];
+    try {
+      this.#trie.match(message.topic, (session, value) => {
+        const qos = value as QoS;
+        if (session.mark !== generation) {
+          session.mark = generation;
+          session.markIndex = targets.length;
+          targets.push(session);
+          grants.push(qos);
+        } else if (qos > grants[session.markIndex]) {
+          grants[session.markIndex] = qos;
+        }
+      });
+      const published = message.qos;
+      for (let i = 0; i < targets.length; i++) {
+        const granted = grants[i] as QoS;
+        targets[i].deliver(message, granted < published ? granted : published);
+      }
+      return targets.length;
+    } finally {
+      targets.length = 0;
+      grants.length = 0;
+      this.#depth--;
+    }
+  }
+
+  /** route() with 5.0 options on some subscription, or shared groups. */
+  #routeFull(message: Message): number {
+    const generation = ++this.#generation;
     const outer = this.#depth++ === 0;
     const targets = outer ? this.#targets : [];
     const grants = outer ? this.#grants : [];
@@ -188,57 +229,42 @@ export class Router {
     const origin = message.origin;
     let withIds = false;
     try {
-      if (this.#special === 0) {
-        // Every grant is a plain QoS here.
-        this.#trie.match(message.topic, (session, value) => {
-          const qos = value as QoS;
-          if (session.mark !== generation) {
-            session.mark = generation;
-            session.markIndex = targets.length;
-            targets.push(session);
-            grants.push(qos);
-          } else if (qos > grants[session.markIndex]) {
-            grants[session.markIndex] = qos;
+      this.#trie.match(message.topic, (session, value) => {
+        let grant: number;
+        let routeIds: readonly number[] | undefined;
+        if (typeof value === "number") {
+          grant = value;
+          routeIds = undefined;
+        } else {
+          if (value.noLocal && session.clientId === origin) return;
+          grant = value.grant;
+          routeIds = value.ids;
+        }
+        if (session.mark !== generation) {
+          session.mark = generation;
+          session.markIndex = targets.length;
+          targets.push(session);
+          grants.push(grant);
+          if (routeIds !== undefined && !withIds) {
+            withIds = true;
+            for (let k = ids.length; k < targets.length - 1; k++) ids.push(undefined);
           }
-        });
-      } else {
-        this.#trie.match(message.topic, (session, value) => {
-          let grant: number;
-          let routeIds: readonly number[] | undefined;
-          if (typeof value === "number") {
-            grant = value;
-            routeIds = undefined;
-          } else {
-            if (value.noLocal && session.clientId === origin) return;
-            grant = value.grant;
-            routeIds = value.ids;
+          if (withIds) ids.push(routeIds);
+          return;
+        }
+        const i = session.markIndex;
+        const had = grants[i];
+        // The highest QoS; Retain As Published if any matching subscription has it.
+        grants[i] = ((grant & 3) > (had & 3) ? grant & 3 : had & 3) | ((grant | had) & RAP);
+        if (routeIds !== undefined) {
+          if (!withIds) {
+            withIds = true;
+            for (let k = ids.length; k < targets.length; k++) ids.push(undefined);
           }
-          if (session.mark !== generation) {
-            session.mark = generation;
-            session.markIndex = targets.length;
-            targets.push(session);
-            grants.push(grant);
-            if (routeIds !== undefined && !withIds) {
-              withIds = true;
-              for (let k = ids.length; k < targets.length - 1; k++) ids.push(undefined);
-            }
-            if (withIds) ids.push(routeIds);
-            return;
-          }
-          const i = session.markIndex;
-          const had = grants[i];
-          // The highest QoS; Retain As Published if any matching subscription has it.
-          grants[i] = ((grant & 3) > (had & 3) ? grant & 3 : had & 3) | ((grant | had) & RAP);
-          if (routeIds !== undefined) {
-            if (!withIds) {
-              withIds = true;
-              for (let k = ids.length; k < targets.length; k++) ids.push(undefined);
-            }
-            const before = ids[i];
-            ids[i] = before === undefined ? routeIds : [...before, ...routeIds];
-          }
-        });
-      }
+          const before = ids[i];
+          ids[i] = before === undefined ? routeIds : [...before, ...routeIds];
+        }
+      });
       if (this.#groups.size !== 0) {
         this.#sharedTrie.match(message.topic, (group) => {
           groups.push(group);
@@ -246,22 +272,15 @@ export class Router {
       }
       const published = message.qos;
       const retained = message.retain;
-      if (this.#special === 0) {
-        for (let i = 0; i < targets.length; i++) {
-          const granted = grants[i] as QoS;
-          targets[i].deliver(message, granted < published ? granted : published);
-        }
-      } else {
-        for (let i = 0; i < targets.length; i++) {
-          const grant = grants[i];
-          const granted = (grant & 3) as QoS;
-          targets[i].deliver(
-            message,
-            granted < published ? granted : published,
-            retained && (grant & RAP) !== 0,
-            withIds ? ids[i] : undefined,
-          );
-        }
+      for (let i = 0; i < targets.length; i++) {
+        const grant = grants[i];
+        const granted = (grant & 3) as QoS;
+        targets[i].deliver(
+          message,
+          granted < published ? granted : published,
+          retained && (grant & RAP) !== 0,
+          withIds ? ids[i] : undefined,
+        );
       }
       for (let i = 0; i < groups.length; i++) this.#deliverShared(groups[i], message);
       return targets.length + groups.length;
