@@ -274,7 +274,7 @@ const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 const REPO_DIR = dirname(BENCH_DIR);
 const OUT_DIR = `${BENCH_DIR}/out`;
 const LOADGEN_SRC = `${BENCH_DIR}/loadgen.c`;
-const LOADGEN = `${OUT_DIR}/loadgen`;
+export const LOADGEN = `${OUT_DIR}/loadgen`;
 
 /** Absolute path of an executable (a name looked up on PATH, or a path), or undefined. */
 async function which(name: string): Promise<string | undefined> {
@@ -308,7 +308,7 @@ async function mtime(path: string): Promise<number | undefined> {
 }
 
 /** Builds bench/out/loadgen when missing or older than its source; exits 2 without a C compiler. */
-async function ensureLoadgen(): Promise<void> {
+export async function ensureLoadgen(): Promise<void> {
   const bin = await mtime(LOADGEN);
   const src = await mtime(LOADGEN_SRC);
   if (src === undefined) fail(`${LOADGEN_SRC} is missing`, 2);
