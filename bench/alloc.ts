@@ -10,11 +10,17 @@
  *    event: `read()` / `write()` calls per connection (a wrapper given to `broker.handle()` through
  *    `listen({ accept })`) and `setImmediate` calls (the broker-wide flush; nothing else in this
  *    process schedules one), with the gaps between flush runs.
- * 2. **profiled pass** (unless `--no-profile`): V8's sampling heap profiler (node:inspector,
- *    objects collected by minor and major GCs included) gives the heap bytes per allocation site;
- *    a counting `Uint8Array` constructor and `slice` give the ArrayBuffer bytes, which live
- *    outside the V8 heap when larger than 64 bytes and so are not in `total_allocated_bytes`.
- *    The counting itself allocates, so only the clean pass gives the totals.
+ * 2. **heap-profiled pass** (unless `--no-profile`): V8's sampling heap profiler
+ *    (node:inspector, objects collected by minor and major GCs included) gives the heap bytes per
+ *    allocation site (the allocating function, inlined callees included, ← the nearest broker
+ *    frame).
+ * 3. **counting pass** (unless `--no-profile`): a counting `Uint8Array` constructor and `slice`
+ *    give the ArrayBuffer bytes, which live outside the V8 heap when larger than 64 bytes and so
+ *    are not in `total_allocated_bytes`, by call site (1 in 16 attributed by stack trace).
+ *
+ * The profiler and the counting slow the broker down (the received/forwarded mix changes in a
+ * flood), so the totals come from the clean pass, and per-message figures of the other passes
+ * are given per received message as well.
  *
  * @example
  * ```sh
@@ -50,7 +56,7 @@ Bytes allocated per forwarded message in an embedded broker driven by bench/out/
                     (default ${DEFAULT_SCENARIOS.join(",")})
   --duration S      measured seconds (default 5)
   --warmup S        seconds of load before measuring (default 1)
-  --no-profile      skip the profiled pass (allocation sites, ArrayBuffer bytes)
+  --no-profile      only the clean pass (no allocation sites, no ArrayBuffer bytes)
   --sampling B      heap profiler sampling interval in bytes (default 16384)
   --json FILE       also write every figure as JSON`;
 
@@ -281,7 +287,8 @@ async function which(name: string): Promise<string | undefined> {
 
 async function runPass(
   scenario: string,
-  opts: { durationS: number; warmupS: number; profile: boolean; sampling: number },
+  opts: { durationS: number; warmupS: number; sampling: number },
+  mode: "clean" | "heap" | "bytes",
   taskset: string | undefined,
 ): Promise<PassResult> {
   const broker = new Broker({ logLevel: "warn" });
@@ -342,7 +349,8 @@ async function runPass(
   }
   await new Promise((resolve) => setTimeout(resolve, opts.warmupS * 1000));
   let session: Session | undefined;
-  if (opts.profile) {
+  if (mode === "bytes") countUint8Arrays(true);
+  if (mode === "heap") {
     session = new Session();
     session.connect();
     await inspectorPost(session, "HeapProfiler.enable");
@@ -351,7 +359,6 @@ async function runPass(
       includeObjectsCollectedByMajorGC: true,
       includeObjectsCollectedByMinorGC: true,
     });
-    countUint8Arrays(true);
   }
   immediate.gaps = [];
   immediate.last = 0;
@@ -362,10 +369,12 @@ async function runPass(
   let heapSampled: number | undefined;
   let bytes: PassResult["bytes"];
   let sites: PassResult["byteSites"];
-  if (session !== undefined) {
+  if (mode === "bytes") {
     countUint8Arrays(false);
     bytes = { ...byteTotals };
     sites = new Map(byteSites);
+  }
+  if (session !== undefined) {
     const { profile } = await inspectorPost<{ profile: { head: ProfileNode } }>(
       session,
       "HeapProfiler.stopSampling",
@@ -423,7 +432,12 @@ function n(x: number, digits = 0): string {
   });
 }
 
-function report(scenario: string, clean: PassResult, profiled: PassResult | undefined): string[] {
+function report(
+  scenario: string,
+  clean: PassResult,
+  profiled: PassResult | undefined,
+  counted: PassResult | undefined,
+): string[] {
   const out: string[] = [];
   const perS = (x: number) => x / clean.elapsedS;
   const lg = clean.loadgen;
@@ -442,11 +456,19 @@ function report(scenario: string, clean: PassResult, profiled: PassResult | unde
       n(perS(clean.heapBytes) / 1e6, 1)
     } MB/s)`,
   );
-  if (profiled?.bytes) {
-    const ext = profiled.bytes.external / profiled.forwarded;
+  if (counted?.bytes) {
+    // scaled by the clean pass's received/forwarded mix: most of it is per received message
+    const extRcvd = counted.bytes.external / counted.received;
+    const extFwd = extRcvd * clean.received / clean.forwarded;
     out.push(
-      `  ArrayBuffer bytes outside the heap per forwarded message (profiled pass): ${n(ext)}` +
-        `  → bytes allocated per forwarded message ≈ ${n(clean.heapBytes / clean.forwarded + ext)}`,
+      `  ArrayBuffer bytes outside the heap (counting pass): ${n(extRcvd)} per received message` +
+        ` = ${n(extFwd)} per forwarded message at this mix`,
+    );
+    out.push(
+      `  => bytes allocated per forwarded message: ${
+        n(clean.heapBytes / clean.forwarded + extFwd)
+      } (heap ${n(clean.heapBytes / clean.forwarded)} + ArrayBuffers ${n(extFwd)}); per ` +
+        `received message: ${n(clean.heapBytes / clean.received + extRcvd)}`,
     );
   }
   out.push(
@@ -469,7 +491,7 @@ function report(scenario: string, clean: PassResult, profiled: PassResult | unde
   if (profiled?.heap && profiled.heapSampled) {
     out.push("");
     out.push(
-      `profiled pass (${n(profiled.forwarded / profiled.elapsedS)} forwarded and ${
+      `heap-profiled pass (${n(profiled.forwarded / profiled.elapsedS)} forwarded and ${
         n(profiled.received / profiled.elapsedS)
       } received msg/s under the profiler): heap sampled ${
         n(profiled.heapSampled / profiled.forwarded)
@@ -486,9 +508,16 @@ function report(scenario: string, clean: PassResult, profiled: PassResult | unde
         }  ${n(100 * bytes / profiled.heapSampled, 1).padStart(4)}%  ${site}`,
       );
     }
+  }
+  if (counted?.bytes) {
+    const profiled = counted;
     out.push("");
     out.push(
-      `Uint8Array allocations: ${n(profiled.bytes!.count / profiled.forwarded, 2)} per forwarded ` +
+      `counting pass (${n(profiled.forwarded / profiled.elapsedS)} forwarded and ${
+        n(profiled.received / profiled.elapsedS)
+      } received msg/s): Uint8Array allocations: ${
+        n(profiled.bytes!.count / profiled.forwarded, 2)
+      } per forwarded ` +
         `(${n(profiled.bytes!.count / profiled.received, 2)} per received) ` +
         `message, ${
           n(profiled.bytes!.bytes / profiled.forwarded)
@@ -564,16 +593,17 @@ async function main(): Promise<void> {
   console.log("");
   const all: Record<string, unknown> = {};
   for (const scenario of scenarios) {
-    const clean = await runPass(scenario, { ...opts, profile: false }, taskset);
-    const profiled = opts.profile ? await runPass(scenario, opts, taskset) : undefined;
-    for (const line of report(scenario, clean, profiled)) console.log(line);
+    const clean = await runPass(scenario, opts, "clean", taskset);
+    const profiled = opts.profile ? await runPass(scenario, opts, "heap", taskset) : undefined;
+    const counted = opts.profile ? await runPass(scenario, opts, "bytes", taskset) : undefined;
+    for (const line of report(scenario, clean, profiled, counted)) console.log(line);
     const plain = (p: PassResult | undefined) =>
       p && {
         ...p,
         heap: p.heap && Object.fromEntries(p.heap),
         byteSites: p.byteSites && Object.fromEntries(p.byteSites),
       };
-    all[scenario] = { clean: plain(clean), profiled: plain(profiled) };
+    all[scenario] = { clean: plain(clean), heap: plain(profiled), bytes: plain(counted) };
   }
   if (values.json) await Deno.writeTextFile(values.json, JSON.stringify(all, null, 2) + "\n");
 }
