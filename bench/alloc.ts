@@ -46,6 +46,9 @@ const SCENARIOS: Record<string, string[]> = {
   "flood-qos0": ["flood", "--qos", "0"],
   "flood-qos1": ["flood", "--qos", "1"],
   "flood-qos0-frozen": ["flood", "--qos", "0", "--frozen", "1"],
+  // 10 000 idle clients (CONNECT/CONNACK); figures per connection, measured from before the
+  // first connection until all are in (needs `ulimit -n` above ~10 100)
+  conns: ["conns"],
 };
 const DEFAULT_SCENARIOS = ["fanin", "fanout", "flood-qos0", "flood-qos1"];
 
@@ -224,6 +227,7 @@ function heapSites(head: ProfileNode): Map<string, number> {
 
 interface Sample {
   t: number;
+  connections: number;
   allocated: number;
   messagesIn: number;
   messagesOut: number;
@@ -316,18 +320,21 @@ async function runPass(
     `alloc-${scenario}`,
   ];
   const argv = taskset ? [taskset, "-c", "1", LOADGEN, ...args] : [LOADGEN, ...args];
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const output = child.output();
+  const spawn = () =>
+    new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn().output();
+  const perConnection = scenario === "conns";
+  let output = perConnection ? undefined : spawn();
 
   const sample = (): Sample => {
     const s = broker.stats();
     return {
       t: performance.now(),
+      connections: s.connectionsTotal,
       allocated: totalAllocated(),
       messagesIn: s.messagesIn,
       messagesOut: s.messagesOut,
@@ -344,10 +351,12 @@ async function runPass(
   // loadgen connects and subscribes first: the measured period starts about `warmup` after the
   // publishers are up; waiting for the first message in makes the two line up within a turn
   const started = performance.now();
-  while (broker.stats().messagesIn === 0 && performance.now() - started < 30_000) {
+  while (
+    !perConnection && broker.stats().messagesIn === 0 && performance.now() - started < 30_000
+  ) {
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
-  await new Promise((resolve) => setTimeout(resolve, opts.warmupS * 1000));
+  if (!perConnection) await new Promise((resolve) => setTimeout(resolve, opts.warmupS * 1000));
   let session: Session | undefined;
   if (mode === "bytes") countUint8Arrays(true);
   if (mode === "heap") {
@@ -363,7 +372,16 @@ async function runPass(
   immediate.gaps = [];
   immediate.last = 0;
   const a = sample();
-  await new Promise((resolve) => setTimeout(resolve, opts.durationS * 1000));
+  if (perConnection) {
+    // from the first connection to the last CONNACK
+    output = spawn();
+    const all = 10_000; // loadgen conns' default
+    while (broker.stats().connectionsTotal < all && performance.now() - a.t < 60_000) {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  } else {
+    await new Promise((resolve) => setTimeout(resolve, opts.durationS * 1000));
+  }
   const b = sample();
   let heap: Map<string, number> | undefined;
   let heapSampled: number | undefined;
@@ -384,7 +402,7 @@ async function runPass(
     session.disconnect();
   }
   const gaps = immediate.gaps;
-  const out = await output;
+  const out = await output!;
   const line = new TextDecoder().decode(out.stdout).trim().split("\n").pop() ?? "";
   let loadgen: Record<string, unknown>;
   try {
@@ -398,10 +416,12 @@ async function runPass(
   const readsPerConn = a.reads.map((r, i) => b.reads[i] - r);
   const writesPerConn = a.writes.map((w, i) => b.writes[i] - w);
   const busiestWriter = writesPerConn.indexOf(Math.max(...writesPerConn));
+  // per connection in `conns`: "forwarded" and "received" then count connections
+  const units = (x: number) => perConnection ? b.connections - a.connections : x;
   return {
     elapsedS: (b.t - a.t) / 1000,
-    forwarded: b.messagesOut - a.messagesOut,
-    received: b.messagesIn - a.messagesIn,
+    forwarded: units(b.messagesOut - a.messagesOut),
+    received: units(b.messagesIn - a.messagesIn),
     dropped: b.queueFull - a.queueFull,
     heapBytes: b.allocated - a.allocated,
     flushRuns: b.flushRuns - a.flushRuns,
@@ -442,6 +462,10 @@ function report(
   const perS = (x: number) => x / clean.elapsedS;
   const lg = clean.loadgen;
   out.push(`## ${scenario}  (loadgen ${SCENARIOS[scenario].join(" ")})`);
+  if (scenario === "conns") {
+    out.push("");
+    out.push('(conns: every "message" below is one connection: CONNECT in, CONNACK out)');
+  }
   out.push("");
   out.push(`clean pass, ${n(clean.elapsedS, 2)} s measured:`);
   out.push(

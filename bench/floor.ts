@@ -163,5 +163,7 @@ async function serve(conn: Deno.Conn): Promise<void> {
   client.close();
 }
 
+// exit (not die) on SIGTERM, so that `--cpu-prof` writes its profile
+Deno.addSignalListener("SIGTERM", () => Deno.exit(0));
 const listener = Deno.listen({ hostname: "127.0.0.1", port });
 for await (const conn of listener) serve(conn);
