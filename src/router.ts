@@ -294,11 +294,12 @@ export class Router {
   }
 
   /**
-   * Gives a message to one member of a group, round-robin: the first member from the cursor on
-   * that is online and can take it now (send, or queue without dropping); failing that, the first
-   * that can queue it while offline (a persistent session, QoS > 0), as mosquitto queues to an
-   * offline member; failing that, the member whose turn it is, whose session then counts the drop.
-   * The cursor moves past the chosen member.
+   * Gives a message to one member of a group, round-robin from the cursor: the first member that
+   * can send it at once (online, writable, window room, nothing queued); failing that, the first
+   * online one that can queue it; failing that, the first that can queue it while offline (a
+   * persistent session, QoS > 0), as mosquitto queues to an offline member; failing that, the
+   * member whose turn it is, whose session then counts the drop. The cursor moves past the chosen
+   * member.
    */
   #deliverShared(group: SharedGroup, message: Message): void {
     const members = group.members;
@@ -307,13 +308,17 @@ export class Router {
     const start = group.next < n ? group.next : 0;
     const published = message.qos;
     let chosen = -1;
-    for (let pass = 0; pass < 2 && chosen < 0; pass++) {
+    for (let pass = 0; pass < 3 && chosen < 0; pass++) {
       for (let k = 0; k < n; k++) {
         const i = start + k < n ? start + k : start + k - n;
         const session = members[i];
-        if (pass === 0 && session.link === undefined) continue;
         const granted = group.routes[i].options.qos;
-        if (session.canTake(message, granted < published ? granted : published)) {
+        const qos = granted < published ? granted : published;
+        if (
+          pass === 0
+            ? session.canSendNow(qos)
+            : (pass === 2 || session.link !== undefined) && session.canTake(message, qos)
+        ) {
           chosen = i;
           break;
         }

@@ -598,3 +598,32 @@ Deno.test("router: a random mix of plain and shared subscriptions, members going
     assert.ok(expected.length > 50, `seed ${seed}: the model was exercised`);
   }
 });
+
+Deno.test("router: a shared member that can send at once is preferred over one whose turn it is but whose window is full", () => {
+  const ctx: SessionContext = {
+    limits: resolveLimits({ maxInflight: 1 }),
+    counters: new Counters(),
+  };
+  const router = new Router();
+  const make = (id: string) => {
+    const s = new Session(id, false, { clientId: id }, ctx);
+    const link = new FakeLink();
+    s.link = link;
+    return { s, link };
+  };
+  const a = make("a");
+  const b = make("b");
+  router.subscribe(a.s, "$share/g/t", 1);
+  router.subscribe(b.s, "$share/g/t", 1);
+  router.route(message("t", 1, "1")); // a's turn: sent, a's window (1) is full
+  router.route(message("t", 1, "2")); // b's turn: sent, b's window is full
+  router.route(message("t", 1, "3")); // a's turn, nobody can send: a queues it
+  b.s.acknowledge(1);
+  router.route(message("t", 1, "4")); // b's turn: sent
+  b.s.acknowledge(2);
+  router.route(message("t", 1, "5")); // a's turn, but a would only queue it and b can send: b
+  assert.deepEqual(a.link.received.map((r) => r.payload), ["1"]);
+  assert.equal(a.s.queued, 1, "3 waits in a's queue");
+  assert.deepEqual(b.link.received.map((r) => r.payload), ["2", "4", "5"]);
+  assert.equal(b.s.queued, 0);
+});

@@ -282,6 +282,17 @@ export class Session {
     return this.#hasQueueRoom(message);
   }
 
+  /**
+   * Whether `deliver(message, qos)` would put a message on the wire at once (online, socket
+   * writable, nothing queued before it, room in the in-flight window): a shared subscription
+   * prefers such a member over one that would only queue the message.
+   */
+  canSendNow(qos: QoS): boolean {
+    const link = this.link;
+    if (link === undefined || !link.writable || this.#head !== this.#queue.length) return false;
+    return qos === 0 || (this.#inflight?.size ?? 0) < this.#window(link);
+  }
+
   #hasQueueRoom(message: Message): boolean {
     const limits = this.#ctx.limits;
     return this.queued < limits.maxQueued &&
