@@ -4,11 +4,12 @@
  * 4 and 5. Run against mosquitto too (`MQTT_TEST_BROKER=mosquitto`); where mosquitto 2.0.11
  * behaves otherwise the test says so and checks what each broker does.
  *
- * Our strategy (src/router.ts): round-robin over the group's members in subscription order; a
- * member that is offline, or cannot take the message now (window and queue full), is passed
- * over for the next one; when no member is online with room, the message is queued to the first
- * offline persistent member that can queue it (as mosquitto always does with offline members);
- * failing that it is dropped and counted by the member whose turn it was.
+ * Our strategy (src/router.ts): round-robin over the group's members in subscription order,
+ * preferring from the cursor on a member that can send at once, then an online one that can
+ * queue it; an offline member, or one whose window and queue are full, is passed over; when no
+ * member is online with room, the message is queued to the first offline persistent member that
+ * can queue it (as mosquitto always does with offline members); failing that it is dropped and
+ * counted by the member whose turn it was.
  *
  * @module
  */
