@@ -343,3 +343,33 @@ Deno.test("migration: a schema 1 file whose tables are not schema 1's is still m
     assert.equal(userVersion(report.movedAside!.path), 1, "the moved file is as it was");
   });
 });
+
+Deno.test("migration: a schema 1 store left by a SIGKILLed broker (everything still in broker.db-wal) is migrated and loaded", async () => {
+  await withTempDir(async (dir) => {
+    const fixture = fileURLToPath(new URL("./fixtures/store-v1-wal/", import.meta.url));
+    for (const name of ["broker.db", "broker.db-wal"]) {
+      await Deno.copyFile(join(fixture, name), join(dir, name));
+    }
+    assert.equal(userVersion(join(dir, "broker.db")), 0, "the file header has not seen the WAL");
+    const store = new SqlitePersistence({ dir, log: () => {} });
+    assert.deepEqual(await store.open(), { created: false, migratedFrom: 1 });
+    const loaded = store.load(BIG);
+    assert.deepEqual(loaded.retained, [
+      { topic: "wal/r", payload: text("retained"), qos: 1, retain: true },
+    ]);
+    assert.deepEqual(loaded.sessions.map((s) => [s.clientId, s.subscriptions]), [
+      ["wal-sub", [{ topicFilter: "wal/#", qos: 2 }]],
+    ]);
+    assert.deepEqual(
+      loaded.sessions[0].outbound.map((o) => [o.state, o.message.topic, o.message.qos]),
+      [["queued", "wal/r", 1], ["queued", "wal/1", 1], ["queued", "wal/2", 2], [
+        "queued",
+        "wal/3",
+        1,
+      ]],
+    );
+    await store.close();
+    assert.equal(userVersion(join(dir, "broker.db")), SCHEMA_VERSION, "checkpointed at close");
+    assert.deepEqual(await names(dir), ["broker.db"]);
+  });
+});
