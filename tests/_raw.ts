@@ -740,6 +740,85 @@ export function readProperties(b: Uint8Array, offset: number): [Props, number] {
   return [new Props(out), end];
 }
 
+/** Reason codes each packet may carry (section 2.4 and each packet's table). */
+export const ALLOWED_REASON_CODES: Readonly<Record<number, ReadonlySet<number>>> = {
+  // [MQTT-3.2.2-8]
+  [TYPE.CONNACK]: new Set([
+    0x00,
+    0x80,
+    0x81,
+    0x82,
+    0x83,
+    0x84,
+    0x85,
+    0x86,
+    0x87,
+    0x88,
+    0x89,
+    0x8a,
+    0x8c,
+    0x90,
+    0x95,
+    0x97,
+    0x99,
+    0x9a,
+    0x9b,
+    0x9c,
+    0x9d,
+    0x9f,
+  ]),
+  // [MQTT-3.4.2-1] [MQTT-3.5.2-1]
+  [TYPE.PUBACK]: new Set([0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99]),
+  [TYPE.PUBREC]: new Set([0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99]),
+  // [MQTT-3.6.2-1] [MQTT-3.7.2.1-1]
+  [TYPE.PUBREL]: new Set([0x00, 0x92]),
+  [TYPE.PUBCOMP]: new Set([0x00, 0x92]),
+  // [MQTT-3.9.3-2]
+  [TYPE.SUBACK]: new Set([0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8f, 0x91, 0x97, 0x9e, 0xa1, 0xa2]),
+  // [MQTT-3.11.3-2]
+  [TYPE.UNSUBACK]: new Set([0x00, 0x11, 0x80, 0x83, 0x87, 0x8f, 0x91]),
+  // [MQTT-3.14.2-1], those a server may send
+  [TYPE.DISCONNECT]: new Set([
+    0x00,
+    0x80,
+    0x81,
+    0x82,
+    0x83,
+    0x87,
+    0x89,
+    0x8b,
+    0x8d,
+    0x8e,
+    0x8f,
+    0x90,
+    0x93,
+    0x94,
+    0x95,
+    0x96,
+    0x97,
+    0x98,
+    0x99,
+    0x9a,
+    0x9b,
+    0x9c,
+    0x9d,
+    0x9e,
+    0x9f,
+    0xa0,
+    0xa1,
+    0xa2,
+  ]),
+  // [MQTT-3.15.2-1]
+  [TYPE.AUTH]: new Set([0x00, 0x18, 0x19]),
+};
+
+function checkReasonCode(type: number, code: number): void {
+  assert.ok(
+    ALLOWED_REASON_CODES[type]?.has(code),
+    `${typeName(type)} reason code 0x${code.toString(16)} is not one the standard allows there`,
+  );
+}
+
 /** A 5.0 CONNACK. */
 export interface Connack5 {
   sessionPresent: boolean;
@@ -759,6 +838,8 @@ export function parseConnack5(p: RawPacket): Connack5 {
   );
   const [props, end] = readProperties(p.body, 2);
   assert.equal(end, p.body.length, "nothing follows the CONNACK properties");
+  checkReasonCode(TYPE.CONNACK, p.body[1]);
+  if (p.body[1] !== 0) assert.equal(p.body[0], 0, "Session Present 0 on a refusal [MQTT-3.2.2-6]");
   return { sessionPresent: (p.body[0] & 1) === 1, reasonCode: p.body[1], properties: props };
 }
 
@@ -808,6 +889,7 @@ export function parseAck5(p: RawPacket): Ack5 {
   assert.ok(p.body.length >= 2, `${typeName(p.type)} needs a packet id`);
   const packetId = (p.body[0] << 8) | p.body[1];
   if (p.body.length === 2) return { packetId, reasonCode: 0, properties: new Props([]) };
+  checkReasonCode(p.type, p.body[2]);
   if (p.body.length === 3) return { packetId, reasonCode: p.body[2], properties: new Props([]) };
   const [props, end] = readProperties(p.body, 3);
   assert.equal(end, p.body.length, `nothing follows the ${typeName(p.type)} properties`);
@@ -829,11 +911,9 @@ export function parseSuback5(p: RawPacket): Suback5 {
   );
   assert.equal(p.flags, 0, `${typeName(p.type)} fixed header flags must be 0`);
   const [props, end] = readProperties(p.body, 2);
-  return {
-    packetId: (p.body[0] << 8) | p.body[1],
-    reasonCodes: Array.from(p.body.subarray(end)),
-    properties: props,
-  };
+  const reasonCodes = Array.from(p.body.subarray(end));
+  for (const code of reasonCodes) checkReasonCode(p.type, code);
+  return { packetId: (p.body[0] << 8) | p.body[1], reasonCodes, properties: props };
 }
 
 /** A 5.0 DISCONNECT or AUTH. */
@@ -850,6 +930,7 @@ export function parseDisconnect5(p: RawPacket): Disconnect5 {
   );
   assert.equal(p.flags, 0, `${typeName(p.type)} fixed header flags must be 0`);
   if (p.body.length === 0) return { reasonCode: 0, properties: new Props([]) };
+  checkReasonCode(p.type, p.body[0]);
   if (p.body.length === 1) return { reasonCode: p.body[0], properties: new Props([]) };
   const [props, end] = readProperties(p.body, 1);
   assert.equal(end, p.body.length, `nothing follows the ${typeName(p.type)} properties`);
