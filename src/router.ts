@@ -104,14 +104,14 @@ export class Router {
     const opts = typeof options === "number" ? plainSubscription(options) : options;
     const previous = session.subscriptions.get(filter);
     session.setSubscription(filter, opts);
-    const route = new Route(opts);
     const shared = parseSharedFilter(filter);
     if (shared === undefined) {
       if (previous !== undefined && isSpecial(previous)) this.#special--;
       if (!isSpecial(opts)) return this.#trie.add(filter, session, opts.qos);
       this.#special++;
-      return this.#trie.add(filter, session, route);
+      return this.#trie.add(filter, session, new Route(opts));
     }
+    const route = new Route(opts);
     let group = this.#groups.get(filter);
     if (group === undefined) {
       group = new SharedGroup(filter, shared.filter);
