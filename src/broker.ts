@@ -312,7 +312,14 @@ export class Broker extends EventTarget {
         this.#dirty.push(connection);
         if (!this.#flushScheduled) {
           this.#flushScheduled = true;
-          setImmediate(this.#flushTurn);
+          // Without a store, at the end of the current batch of promise jobs: every read that
+          // completed in this poll has been dispatched by then, so one write per socket still
+          // carries what they queued (fan-out, fan-in), and a socket that always has data cannot
+          // hold writes back (a setImmediate waits for the read loop to leave the microtask
+          // queue, which a flooding socket never does). With a store, once per turn, so a
+          // group commit covers the turn.
+          if (this.#store === undefined) queueMicrotask(this.#flushTurn);
+          else setImmediate(this.#flushTurn);
         }
       },
     };

@@ -37,6 +37,10 @@ const MAX_READ = 64 * 1024;
 const LINGER_MS = 5_000;
 
 const NO_CHUNKS: Uint8Array[] = [];
+
+function yieldTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 const NO_NUMBERS: number[] = [];
 
 // Bits of Connection.#flags: one field instead of a boolean field each.
@@ -100,7 +104,8 @@ export class Connection implements ClientLink {
     this.ctx = ctx;
     this.#conn = conn;
     if (overLimit) this.#flags = OVER_LIMIT;
-    this.client = { clientId: "", remoteAddress: remote };
+    // protocolVersion is in the literal: set later, it would move the object to a slower shape.
+    this.client = { clientId: "", remoteAddress: remote, protocolVersion: undefined };
     this.createdAt = this.lastActivity = ctx.now;
     if (ctx.limits.rateLimitMessages > 0 || ctx.limits.rateLimitBytes > 0) {
       this.#rate = {
@@ -299,6 +304,12 @@ export class Connection implements ClientLink {
           if (this.isClosed) break;
         }
         if (n === buffer.length) {
+          // A read that filled the buffer means more is waiting: a socket that always has data
+          // would otherwise keep this loop in promise jobs, ahead of timers, other sockets' I/O
+          // and write completions. One event-loop turn per full buffer paces such a publisher to
+          // what the broker delivers, and costs nothing at low load (reads are small there).
+          await yieldTurn();
+          if (this.isClosed) break;
           if (buffer.length < MAX_READ) buffer = new Uint8Array(buffer.length * 4);
         } else if (n * 16 <= buffer.length) {
           let size = MIN_READ;
