@@ -300,8 +300,11 @@ export async function restoreState(
       : interval === NEVER && limits.maxSessionExpiry === NEVER
       ? 0
       : Math.min(interval, limits.maxSessionExpiry) * 1000;
+    // (An interval of 0 ends the session with its connection, which is gone: it ends now.)
     session.expiresAt = record.expiresAt !== 0
       ? record.expiresAt
+      : interval === 0
+      ? now
       : expiryMs === 0
       ? 0
       : now + expiryMs;
