@@ -118,10 +118,19 @@ export interface V5State {
   reauthenticating: boolean;
 }
 
+/**
+ * The part of the broker packet handlers may use: no decoder, no write scheduling, no
+ * connection bookkeeping (those belong to the connection).
+ */
+export type ProtocolContext = Omit<
+  BrokerContext,
+  "now" | "decoder" | "scheduleFlush" | "connectionClosed"
+>;
+
 /** A connection as packet handlers use it. `Connection` implements it. */
 export interface ClientLink extends SessionLink {
-  /** The broker as the connection and its handlers see it. */
-  readonly ctx: BrokerContext;
+  /** The broker as handlers see it. */
+  readonly ctx: ProtocolContext;
   /** Who the client is, for hooks and events. */
   readonly client: ClientInfo;
   /** 3 or 4 until a 5.0 CONNECT is read. */
