@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 // Inline and exactly versioned, like every dependency here (see tests/imports_test.ts).
 // deno-lint-ignore no-import-prefix
 import mqtt from "npm:mqtt@5.16.0";
-import { startBroker, waitFor } from "./_harness.ts";
+import { MOSQUITTO, startBroker, TEST_AUTH_METHOD, waitFor } from "./_harness.ts";
 import type { StartOptions } from "./_harness.ts";
 import { PROP } from "./_raw.ts";
 
@@ -213,6 +213,49 @@ Deno.test("mqtt.js v5: flow control: Receive Maximum 1 subscriber gets every QoS
       Array.from({ length: n }, (_, i) => i).filter((i) => i % 2 === qos - 1).map(String),
     );
   }
+});
+
+Deno.test({
+  name: "mqtt.js v5: enhanced authentication through handleAuth against the broker's hook (ours)",
+  ignore: MOSQUITTO,
+  async fn() {
+    await using s = await start({ v5: { challengeAuth: true } });
+    const client = mqtt.connect(`mqtt://127.0.0.1:${s.port}`, {
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+      clientId: "js5-auth",
+      properties: {
+        authenticationMethod: TEST_AUTH_METHOD,
+        authenticationData: Buffer.from("hello"),
+      },
+    });
+    const challenges: string[] = [];
+    client.handleAuth = (packet, callback) => {
+      const data = String(packet.properties?.authenticationData ?? "");
+      challenges.push(data);
+      callback(undefined, {
+        cmd: "auth",
+        reasonCode: 0x18,
+        properties: {
+          authenticationMethod: TEST_AUTH_METHOD,
+          authenticationData: Buffer.from([...data].reverse().join("")),
+        },
+      });
+    };
+    try {
+      const connack = await new Promise<mqtt.IConnackPacket>((resolve, reject) => {
+        client.once("connect", resolve);
+        client.once("error", reject);
+      });
+      assert.equal(connack.reasonCode, 0);
+      assert.deepEqual(challenges, ["challenge"]);
+      assert.equal(String(connack.properties?.authenticationData), "welcome");
+      await client.subscribeAsync("js5/authed", { qos: 1 });
+      await client.publishAsync("js5/authed", "in", { qos: 1 });
+    } finally {
+      await client.endAsync(true);
+    }
+  },
 });
 
 void PROP;
