@@ -256,6 +256,7 @@ export class Broker extends EventTarget {
       );
     }
     this.#log = options.logger ?? createLogger(options.logLevel ?? "info");
+    this.#counters.memory.limit = this.#limits.memoryLimit;
     this.#retained = new RetainedStore(this.#limits, this.#counters);
     const sessionContext: SessionContext = {
       limits: this.#limits,
@@ -801,6 +802,8 @@ export class Broker extends EventTarget {
       connectionsTotal: c.connectionsTotal,
       connectionsRefused: c.connectionsRefused,
       protocolErrors: c.protocolErrors,
+      memoryUsed: c.memory.used,
+      memoryPauses: c.memoryPauses,
       dropped: { ...c.dropped },
     };
   }

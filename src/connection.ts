@@ -62,6 +62,8 @@ interface Rare {
   pauseTimer?: ReturnType<typeof setTimeout>;
   resume?: () => void;
   drained?: () => void;
+  // Cancels the wait for room under the memory budget.
+  cancelRoom?: () => void;
   rate?: { messages: number; bytes: number; at: number };
 }
 
@@ -239,7 +241,9 @@ export class Connection implements ClientLink {
       let buffer = new Uint8Array(MIN_READ);
       const shared = this.ctx.decoder;
       const counters = this.ctx.counters;
+      const memory = counters.memory;
       while (!this.isClosed) {
+        const routed = counters.messagesRouted;
         let n: number | null;
         try {
           n = await this.#conn.read(buffer);
@@ -295,6 +299,17 @@ export class Connection implements ClientLink {
           if (decoder === shared) shared.reset();
           this.#violation(error);
           break;
+        }
+        // Over the memory budget a client whose PUBLISHes were routed is not read from until
+        // there is room again: the kernel's TCP window then slows it, as mosquitto's
+        // memory_limit does. Subscribers are still read (their acks free memory).
+        if (memory.over && counters.messagesRouted !== routed) {
+          counters.memoryPauses++;
+          const room = memory.room();
+          this.#rareState().cancelRoom = room.cancel;
+          await room.promise;
+          this.#rare!.cancelRoom = undefined;
+          if (this.isClosed) break;
         }
         // A client that sends but does not read (acks, PINGRESPs pile up) is not read from until
         // its socket takes our bytes again: the backlog stays in the kernel, not in our memory.
@@ -524,6 +539,7 @@ export class Connection implements ClientLink {
 
   #queued(length: number): void {
     this.#queuedBytes += length;
+    this.ctx.counters.memory.charge(length);
     if (!this.#scheduled && !this.#writing) {
       this.#scheduled = true;
       this.ctx.scheduleFlush(this);
@@ -593,6 +609,7 @@ export class Connection implements ClientLink {
 
   #written(): void {
     this.#writing = false;
+    this.ctx.counters.memory.release(this.#writingBytes);
     this.#writingBytes = 0;
     if (this.#isClosed) return;
     if (this.#drained !== undefined && this.#queuedBytes < this.ctx.limits.maxSocketBufferBytes) {
@@ -668,6 +685,9 @@ export class Connection implements ClientLink {
     if (this.#pauseTimer !== undefined) clearTimeout(this.#pauseTimer);
     this.#resume?.();
     this.#drained?.();
+    this.#rare?.cancelRoom?.();
+    this.ctx.counters.memory.release(this.#queuedBytes + this.#writingBytes);
+    this.#queuedBytes = this.#writingBytes = 0;
     try {
       this.#conn.close();
     } catch {

@@ -73,6 +73,11 @@ export interface Limits {
   sharedSubscriptionAvailable: boolean;
   /** Whether a SUBSCRIBE may carry a Subscription Identifier. Off: DISCONNECT 0xA1 for one that does. Default true. */
   subscriptionIdentifierAvailable: boolean;
+  /** Bytes of queued and in-flight messages (all sessions), retained messages and unwritten socket
+   * bytes the broker may hold (mosquitto's `memory_limit`); 0 = no limit. When reached: QoS 0 messages
+   * for sessions with a backlog are dropped (`memoryLimit`), then every publisher's reads pause until
+   * usage is back under 7/8 of it; a 5.0 QoS 1/2 PUBLISH gets PUBACK/PUBREC 0x97 instead. Default 0. */
+  memoryLimit: number;
 }
 
 /** The names of the limits that are integers (the others are on/off switches). */
@@ -112,6 +117,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   wildcardSubscriptionAvailable: true,
   sharedSubscriptionAvailable: true,
   subscriptionIdentifierAvailable: true,
+  memoryLimit: 0,
 });
 
 /** Allowed range of each integer limit: [min, max]. */
@@ -140,6 +146,7 @@ export const LIMIT_RANGES: Readonly<Record<IntegerLimit, readonly [number, numbe
     maxSessionExpiry: [0, 4_294_967_295],
     maxMessageExpiry: [1, 4_294_967_295],
     maxQos: [0, 2],
+    memoryLimit: [0, 2 ** 40],
   });
 
 /**

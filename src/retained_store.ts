@@ -51,6 +51,7 @@ export class RetainedStore {
       if (previous === undefined) return "none";
       this.#tree.delete(message.topic);
       this.#bytes -= previous.size;
+      this.#counters.memory.release(previous.size);
       return "cleared";
     }
     const bytes = this.#bytes - (previous?.size ?? 0) + message.size;
@@ -62,6 +63,8 @@ export class RetainedStore {
       return "full";
     }
     this.#tree.set(message.topic, message);
+    if (bytes >= this.#bytes) this.#counters.memory.charge(bytes - this.#bytes);
+    else this.#counters.memory.release(this.#bytes - bytes);
     this.#bytes = bytes;
     return previous === undefined ? "stored" : "replaced";
   }
@@ -105,6 +108,7 @@ export class RetainedStore {
     if (this.#tree.get(message.topic) !== message) return;
     this.#tree.delete(message.topic);
     this.#bytes -= message.size;
+    this.#counters.memory.release(message.size);
     this.onExpired?.(message);
   }
 

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { MemoryBudget } from "./memory_budget.ts";
+
 /** Why a message was not delivered or not stored. */
 export interface DropCounters {
   /** A session queue was at `maxQueued` or `maxQueuedBytes`. */
@@ -22,6 +24,11 @@ export interface DropCounters {
   expired: number;
   /** 5.0: a message larger than the receiving client's Maximum Packet Size, not sent to it [MQTT-3.1.2-25]. */
   packetTooLarge: number;
+  /**
+   * `memoryLimit` reached: a QoS 0 message for a session with a backlog, or a 5.0 QoS 1/2 PUBLISH
+   * answered 0x97 (quota exceeded).
+   */
+  memoryLimit: number;
 }
 
 /** A snapshot of the broker's counters. */
@@ -54,6 +61,14 @@ export interface BrokerStats {
   connectionsRefused: number;
   /** Connections closed for a protocol violation or a malformed packet. */
   protocolErrors: number;
+  /**
+   * Bytes `memoryLimit` counts now: queued and in-flight messages of all sessions (topic, payload
+   * and a per-entry overhead, once per session holding them), retained messages and unwritten
+   * socket bytes.
+   */
+  memoryUsed: number;
+  /** Times a publisher's reads were paused because `memoryLimit` was reached. */
+  memoryPauses: number;
   /** Messages not delivered or not stored, by reason. */
   dropped: DropCounters;
 }
@@ -69,6 +84,11 @@ export class Counters {
   protocolErrors = 0;
   queued = 0;
   inflight = 0;
+  memoryPauses = 0;
+  /** Client PUBLISH packets routed (not refused): the read loop pauses a publisher by it. */
+  messagesRouted = 0;
+  /** The `memoryLimit` accounting, shared by sessions, connections and the retained store. */
+  readonly memory: MemoryBudget = new MemoryBudget();
   dropped: DropCounters = {
     queueFull: 0,
     offlineQos0: 0,
@@ -78,5 +98,6 @@ export class Counters {
     sessionDiscarded: 0,
     expired: 0,
     packetTooLarge: 0,
+    memoryLimit: 0,
   };
 }

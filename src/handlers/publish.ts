@@ -92,6 +92,10 @@ export function handlePublish(
     return finish(link, session, packet, topic, REASON.payloadFormatInvalid);
   }
   if (isBrokerSysTopic(topic)) return finish(link, session, packet, topic, REASON.notAuthorized);
+  // Over the memory budget a 5.0 publisher is told so instead of being paused.
+  if (v5 !== undefined && qos > 0 && ctx.counters.memory.over) {
+    return finish(link, session, packet, topic, REASON.quotaExceeded);
+  }
   const authorize = ctx.hooks.authorizePublish;
   if (authorize === undefined) return finish(link, session, packet, topic, REASON.success);
   const verdict = v5 === undefined
@@ -155,13 +159,15 @@ function finish(
       expiresAt,
       session.clientId,
     );
+    ctx.counters.messagesRouted++;
     const delivered = ctx.publish(message, link.client);
     // 5.0 tells a publisher that nobody subscribed [MQTT-3.4.2.1].
     if (delivered === 0 && v5 !== undefined) code = REASON.noMatchingSubscribers;
   } else {
     // 3.1.1: a refused PUBLISH is acknowledged at its QoS and dropped, as mosquitto does;
     // 5.0 says why in the ack.
-    if (refused !== REASON.payloadFormatInvalid) ctx.counters.dropped.notAuthorized++;
+    if (refused === REASON.quotaExceeded) ctx.counters.dropped.memoryLimit++;
+    else if (refused !== REASON.payloadFormatInvalid) ctx.counters.dropped.notAuthorized++;
     if (v5 !== undefined) code = refused;
   }
   if (qos === 0) return;

@@ -7,6 +7,7 @@
 import type { QoS, RetainHandling, Will } from "../codec/packet.ts";
 import type { AuthorizeForwardHook, ClientInfo } from "../hooks.ts";
 import type { Message } from "../message.ts";
+import { ENTRY_OVERHEAD } from "../memory_budget.ts";
 import type { Limits } from "../options.ts";
 import type { Counters } from "../stats.ts";
 
@@ -244,6 +245,11 @@ export class Session {
         }
         return;
       }
+      // Over the broker's memory budget, QoS 0 for a session with a backlog goes first.
+      if (ctx.counters.memory.over) {
+        ctx.counters.dropped.memoryLimit++;
+        return;
+      }
     } else if (
       link !== undefined && idle && link.writable &&
       (this.#inflight?.size ?? 0) < this.#window(link)
@@ -311,6 +317,7 @@ export class Session {
       (this.#inflight ??= new Map()).set(entry.packetId, entry);
       this.#ctx.counters.inflight++;
     }
+    this.#ctx.counters.memory.charge(entry.message.size + ENTRY_OVERHEAD);
   }
 
   #enqueue(entry: Outgoing): void {
@@ -327,6 +334,7 @@ export class Session {
     this.#queue.push(entry);
     this.#queuedBytes += size;
     ctx.counters.queued++;
+    ctx.counters.memory.charge(size + ENTRY_OVERHEAD);
     if (entry.qos > 0) ctx.observer?.outgoingAdded(this, entry);
   }
 
@@ -351,6 +359,7 @@ export class Session {
     // In flight before it is handed over: a link may see its ack at once.
     inflight.set(entry.packetId, entry);
     counters.inflight++;
+    counters.memory.charge(message.size + ENTRY_OVERHEAD);
     this.#ctx.observer?.outgoingChanged(this, entry);
     if (
       !link.sendPublish(
@@ -390,6 +399,7 @@ export class Session {
       this.#queue[this.#head++] = undefined;
       this.#queuedBytes -= entry.message.size;
       this.#ctx.counters.queued--;
+      this.#ctx.counters.memory.release(entry.message.size + ENTRY_OVERHEAD);
       this.#send(link, entry);
     }
     const queue = this.#queue;
@@ -468,6 +478,7 @@ export class Session {
   #complete(entry: Outgoing, pump = true): void {
     this.#inflight!.delete(entry.packetId);
     this.#ctx.counters.inflight--;
+    this.#ctx.counters.memory.release(entry.message.size + ENTRY_OVERHEAD);
     this.#ctx.observer?.outgoingRemoved(this, entry);
     if (pump) this.pump();
   }
@@ -476,6 +487,9 @@ export class Session {
   discard(): void {
     const c = this.#ctx.counters;
     const lost = this.queued + this.inflight.size;
+    let held = this.#queuedBytes + this.queued * ENTRY_OVERHEAD;
+    for (const entry of this.inflight.values()) held += entry.message.size + ENTRY_OVERHEAD;
+    c.memory.release(held);
     c.queued -= this.queued;
     c.inflight -= this.inflight.size;
     c.dropped.sessionDiscarded += lost;
