@@ -47,7 +47,8 @@ export interface Limits {
   rateLimitBytes: number;
   /** Longest keep alive a client may ask for, in seconds (mosquitto's `max_keepalive`). A 5.0 client asking
    * more, or 0, is told this value in CONNACK's Server Keep Alive; a 3.1.1 client asking more, or 0, is accepted
-   * (as mosquitto 2.0.11 does) and held to it. 65 535 = no cap. Default 65 535. */
+   * and held to it (closed after 1.5 × this of silence; mosquitto 2.0.11 accepts but does not hold it).
+   * 65 535 = no cap. Default 65 535. */
   maxKeepAlive: number;
   /** QoS 1/2 PUBLISH a 5.0 client may send before their acks (the CONNACK's Receive Maximum). One more:
    * DISCONNECT 0x93. Default 1 024. */
