@@ -17,6 +17,7 @@ import {
   concat,
   describe,
   disconnect,
+  hex,
   packet,
   pingreq,
   PROP,
@@ -35,7 +36,7 @@ const misplaced: [string, Uint8Array, number][] = [
   [
     "SUBSCRIBE with a Message Expiry Interval",
     subscribe5(1, [["m/t", { qos: 0 }]], [[PROP.MESSAGE_EXPIRY_INTERVAL, 5]]),
-    RC.PROTOCOL_ERROR,
+    RC.MALFORMED_PACKET,
   ],
   [
     "SUBSCRIBE with two Subscription Identifiers",
@@ -48,14 +49,14 @@ const misplaced: [string, Uint8Array, number][] = [
   [
     "UNSUBSCRIBE with a Subscription Identifier",
     unsubscribe5(1, ["m/t"], [[PROP.SUBSCRIPTION_IDENTIFIER, 1]]),
-    RC.PROTOCOL_ERROR,
+    RC.MALFORMED_PACKET,
   ],
-  ["PUBACK with a Topic Alias", puback(1, 0, [[PROP.TOPIC_ALIAS, 1]]), RC.PROTOCOL_ERROR],
-  ["DISCONNECT with a Topic Alias", disconnect(0, [[PROP.TOPIC_ALIAS, 1]]), RC.PROTOCOL_ERROR],
+  ["PUBACK with a Topic Alias", puback(1, 0, [[PROP.TOPIC_ALIAS, 1]]), RC.MALFORMED_PACKET],
+  ["DISCONNECT with a Topic Alias", disconnect(0, [[PROP.TOPIC_ALIAS, 1]]), RC.MALFORMED_PACKET],
   [
     "PUBLISH with a Will Delay Interval",
     publish({ topic: "m/t", properties: [[PROP.WILL_DELAY_INTERVAL, 1]] }),
-    RC.PROTOCOL_ERROR,
+    RC.MALFORMED_PACKET,
   ],
   [
     "PUBLISH whose User Property value runs past the property block",
@@ -87,20 +88,15 @@ const misplaced: [string, Uint8Array, number][] = [
   ],
 ];
 
+// A property the packet does not allow is malformed (0x81, section 2.2.2.2), a repeated one a
+// protocol error (0x82); mosquitto 2.0.11 sometimes names the other one.
 for (const [name, bytes, code] of misplaced) {
-  Deno.test(`malformed 5.0: ${name} ends that connection (DISCONNECT 0x81 or 0x82)`, async () => {
+  Deno.test(`malformed 5.0: ${name} ends that connection with DISCONNECT ${hex(code)}`, async () => {
     await using b = await startBroker();
     const healthy = await healthyClient(b);
     const c = await b.connect5({ clientId: "bad5" }, "bad5");
     await c.send(bytes);
-    if (MOSQUITTO) await expectDisconnectOrMosquittoClose(c, code);
-    else {
-      const d = await c.expectDisconnect();
-      assert.ok(
-        [RC.MALFORMED_PACKET, RC.PROTOCOL_ERROR].includes(d.reasonCode as 0x81),
-        `DISCONNECT 0x${d.reasonCode.toString(16)}`,
-      );
-    }
+    await expectDisconnectOrMosquittoClose(c, code);
     await healthy.check();
   });
 }

@@ -133,7 +133,7 @@ const misplaced: [string, Property[], number[]][] = [
   [
     "a property only CONNECT may carry (Session Expiry Interval)",
     [[PROP.SESSION_EXPIRY_INTERVAL, 10]],
-    [RC.MALFORMED_PACKET, RC.PROTOCOL_ERROR],
+    [RC.MALFORMED_PACKET],
   ],
   [
     "Payload Format Indicator twice",
