@@ -8,7 +8,12 @@
 import assert from "node:assert/strict";
 import { MOSQUITTO, startBroker } from "./_harness.ts";
 import { connect, hex, PROP, RC } from "./_raw.ts";
-import type { AuthenticateRequest, ClientInfo, PublishEventDetail } from "../mod.ts";
+import type {
+  AuthenticateRequest,
+  ClientInfo,
+  PublishEventDetail,
+  SubscribeEventDetail,
+} from "../mod.ts";
 
 function test(name: string, fn: () => Promise<void>): void {
   Deno.test({ name: `${name} (ours)`, ignore: MOSQUITTO, fn });
@@ -155,4 +160,25 @@ test("api 5.0: publish events carry the message properties; connect events the v
   await b.connect({ clientId: "ev4" }, "v4");
   assert.deepEqual(published[0].properties?.userProperties, [["a", "b"]]);
   assert.deepEqual(versions, [5, 4]);
+});
+
+test("api 5.0: subscribe events carry the options, the 5.0 codes and the Subscription Identifier", async () => {
+  await using b = await startBroker({
+    brokerOptions: { authorizeSubscribe: (_c, f) => f !== "no/t" },
+  });
+  const events: SubscribeEventDetail[] = [];
+  b.broker!.addEventListener("subscribe", (e) => events.push(e.detail));
+  const c = await b.connect5({ clientId: "sev" });
+  await c.subscribe5(1, [["yes/t", { qos: 1, noLocal: true, retainHandling: 2 }], ["no/t", {
+    qos: 0,
+  }]], [[PROP.SUBSCRIPTION_IDENTIFIER, 12], [PROP.USER_PROPERTY, ["u", "p"]]]);
+  assert.equal(events.length, 1);
+  const [e] = events;
+  assert.equal(e.client.protocolVersion, 5);
+  assert.deepEqual(e.granted, [1, RC.NOT_AUTHORIZED]);
+  assert.equal(e.subscriptions[0].topicFilter, "yes/t");
+  assert.equal(e.subscriptions[0].noLocal, true);
+  assert.equal(e.subscriptions[0].retainHandling, 2);
+  assert.equal(e.properties?.subscriptionIdentifier, 12);
+  assert.deepEqual(e.properties?.userProperties, [["u", "p"]]);
 });
