@@ -178,3 +178,33 @@ Deno.test(
     assert.equal(m.text, "x", "3.1.1 PUBLISH: the payload starts right after the packet id");
   },
 );
+
+Deno.test({
+  // mosquitto 2.0.11 expires it and never sends it again.
+  name:
+    "message expiry: a QoS 2 message already sent is not expired: it is sent again on resume [MQTT-4.3.3-7] [MQTT-4.4.0-1] (ours)",
+  ignore: MOSQUITTO,
+  async fn() {
+    await using b = await startBroker();
+    const sub = await b.connect5({
+      clientId: "me-sent",
+      properties: [[PROP.SESSION_EXPIRY_INTERVAL, 300]],
+    }, "sub");
+    await sub.subscribe5(1, [["me/sent", { qos: 2 }]]);
+    const pub = await b.connect5({ clientId: "me-sent-pub" }, "pub");
+    await pub.publish5({
+      topic: "me/sent",
+      qos: 2,
+      packetId: 1,
+      payload: "in flight",
+      properties: [[PROP.MESSAGE_EXPIRY_INTERVAL, 1]],
+    });
+    const first = await sub.expectPublish5();
+    await sub.close(); // no PUBREC
+    const left = Date.now();
+    await until(left, 2_200);
+    const c = await resume(b, "me-sent");
+    const again = await c.expectPublish5();
+    assert.deepEqual([again.text, again.dup, again.packetId], ["in flight", true, first.packetId]);
+  },
+});
