@@ -363,3 +363,33 @@ Deno.test({
     assert.ok(back.received.largestPacket <= 256, `largest ${back.received.largestPacket}`);
   },
 });
+
+for (const [maxInflight, receiveMaximum] of [[2, 5], [5, 2]]) {
+  Deno.test({
+    name:
+      `flow control: with maxInflight ${maxInflight} and a client Receive Maximum ${receiveMaximum}, the smaller one bounds the unacknowledged PUBLISHes (ours)`,
+    ignore: MOSQUITTO,
+    async fn() {
+      await using b = await startBroker({ limits: { maxInflight } });
+      const sub = await b.connect5({
+        clientId: "window",
+        properties: [[PROP.RECEIVE_MAXIMUM, receiveMaximum]],
+      }, "sub");
+      await sub.subscribe5(1, [["win/t", { qos: 1 }]]);
+      const pub = await b.connect5({ clientId: "window-pub" }, "pub");
+      for (let i = 0; i < 6; i++) {
+        await pub.publish5({ topic: "win/t", qos: 1, packetId: i + 1, payload: String(i) });
+      }
+      const window = Math.min(maxInflight, receiveMaximum);
+      const first = [];
+      for (let i = 0; i < window; i++) first.push(await sub.expectPublish5());
+      await sub.expectNothing(150);
+      for (const m of first) await sub.send(puback(m.packetId!));
+      const rest = await sub.receiveMany5(6 - window);
+      assert.deepEqual(
+        [...first, ...rest].map((m) => m.text),
+        ["0", "1", "2", "3", "4", "5"],
+      );
+    },
+  });
+}
