@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { MOSQUITTO, startBroker, waitFor } from "./_harness.ts";
 import type { RunningBroker } from "./_harness.ts";
-import { connect, disconnect, PROP, puback } from "./_raw.ts";
+import { connect, disconnect, PROP, puback, pubcomp, pubrec, TYPE } from "./_raw.ts";
 import type { Connack5, RawClient } from "./_raw.ts";
 
 const expiry = (s: number) => [[PROP.SESSION_EXPIRY_INTERVAL, s]] as [number, number][];
@@ -144,3 +144,22 @@ Deno.test({
     assert.equal(ack.sessionPresent, false);
   },
 });
+
+Deno.test(
+  "session expiry: a QoS 2 message PUBRECed before the disconnect gets its PUBREL again on resume, not the PUBLISH [MQTT-4.4.0-1] [MQTT-4.3.3-6]",
+  async () => {
+    await using b = await startBroker();
+    const c = await b.connect5({ clientId: "rel-again", properties: expiry(60) });
+    await c.subscribe5(1, [["rel/t", { qos: 2 }]]);
+    const pub = await b.connect5({ clientId: "rel-pub" }, "pub");
+    await pub.publish5({ topic: "rel/t", qos: 2, packetId: 1, payload: "once" });
+    const m = await c.expectPublish5();
+    await c.send(pubrec(m.packetId!));
+    assert.equal((await c.expectAck5(TYPE.PUBREL)).packetId, m.packetId);
+    await c.close(); // no PUBCOMP
+    const [back] = await resume(b, "rel-again", 60);
+    assert.equal((await back.expectAck5(TYPE.PUBREL)).packetId, m.packetId);
+    await back.send(pubcomp(m.packetId!));
+    await back.expectNothing();
+  },
+);
