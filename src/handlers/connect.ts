@@ -165,6 +165,8 @@ export function handleConnect(link: ClientLink, packet: ConnectPacket): void | P
     return refuse(link, REASON.badAuthenticationMethod, `authentication method ${method}`);
   }
   const authenticate = ctx.hooks.authenticate;
+  // The common case, without a closure: connection storms are made of these.
+  if (authenticate === undefined && method === undefined) return accept(link, pending);
   const next = () =>
     method === undefined ? accept(link, pending) : startEnhancedAuth(
       link,
