@@ -1,6 +1,6 @@
 """A paho-mqtt client in MQTT 5.0 mode, driven by tests/interop_paho_v5_test.ts.
 
-Usage: _paho_v5_client.py PORT CLIENT_ID
+Usage: _paho_v5_client.py PORT CLIENT_ID [MODE]
 
 Connects with MQTTv5 (Clean Start, Session Expiry Interval 60, Receive Maximum 5, Topic Alias
 Maximum 0), subscribes to paho5/# at QoS 2 with Subscription Identifier 7, prints READY, publishes
@@ -8,6 +8,10 @@ paho5/q1 at QoS 1 with user properties, content type, response topic, correlatio
 message expiry, and paho5/q2 at QoS 2, and waits for three messages (its two and one the test
 sends). Prints one JSON line with what happened, then disconnects. Works with paho-mqtt 1.6 and
 2.x. Exits 3 on its own deadline.
+
+MODE "leave": connect (Clean Start, Session Expiry Interval 60), subscribe paho5r/# at QoS 1,
+disconnect normally (the session stays). MODE "resume": connect with Clean Start 0 and Session
+Expiry Interval 60 and wait for one message (queued while away).
 """
 import json
 import sys
@@ -52,6 +56,7 @@ def make_client(client_id):
 def main():
     port = int(sys.argv[1])
     client_id = sys.argv[2]
+    mode = sys.argv[3] if len(sys.argv) > 3 else "main"
     result = {"version": getattr(mqtt, "__version__", None) or "unknown", "messages": []}
     connected = threading.Event()
     subscribed = threading.Event()
@@ -77,7 +82,7 @@ def main():
                 "qos": message.qos,
                 "properties": props_dict(getattr(message, "properties", None)),
             })
-            if len(result["messages"]) >= 3:
+            if len(result["messages"]) >= (1 if mode == "resume" else 3):
                 received_all.set()
 
     client.on_connect = on_connect
@@ -97,13 +102,26 @@ def main():
 
     connect_props = Properties(PacketTypes.CONNECT)
     connect_props.SessionExpiryInterval = 60
-    connect_props.ReceiveMaximum = 5
-    client.connect("127.0.0.1", port, keepalive=30, clean_start=True, properties=connect_props)
+    if mode == "main":
+        connect_props.ReceiveMaximum = 5
+    client.connect("127.0.0.1", port, keepalive=30, clean_start=(mode != "resume"),
+                   properties=connect_props)
     client.loop_start()
     if not connected.wait(left()):
         result["error"] = "no CONNACK"
         finish(3)
     if result["connack"] != 0:
+        finish(0)
+    if mode == "resume":
+        if not received_all.wait(left()):
+            result["error"] = "no queued message"
+            finish(3)
+        finish(0)
+    if mode == "leave":
+        client.subscribe([("paho5r/#", SubscribeOptions(qos=1))])
+        if not subscribed.wait(left()):
+            result["error"] = "no SUBACK"
+            finish(3)
         finish(0)
 
     sub_props = Properties(PacketTypes.SUBSCRIBE)

@@ -99,3 +99,38 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: PYTHON === undefined
+    ? "paho v5: session resume (skipped: needs Debian package python3-paho-mqtt)"
+    : "paho v5: Session Expiry Interval keeps paho's session; Clean Start 0 resumes it with the message queued while away",
+  ignore: PYTHON === undefined,
+  async fn() {
+    await using b = await startBroker();
+    const leave = await spawn(PYTHON!, [SCRIPT, String(b.port), "paho5-r", "leave"], {
+      deadlineMs: 20_000,
+    }).finished;
+    assert.equal(leave.code, 0, `${leave.stdout} ${leave.stderr}`);
+    const pub = await b.connect5({ clientId: "paho5-r-pub" }, "pub");
+    await pub.publish5({
+      topic: "paho5r/t",
+      qos: 1,
+      packetId: 1,
+      payload: "while away",
+      properties: [[PROP.USER_PROPERTY, ["q", "1"]]],
+    });
+    const resume = await spawn(PYTHON!, [SCRIPT, String(b.port), "paho5-r", "resume"], {
+      deadlineMs: 20_000,
+    }).finished;
+    assert.equal(resume.code, 0, `${resume.stdout} ${resume.stderr}`);
+    const line = resume.stdout.split("\n").filter((l) => l.startsWith("{")).at(-1)!;
+    const r = JSON.parse(line) as { sessionPresent: boolean; messages: PahoMessage[] };
+    assert.equal(r.sessionPresent, true);
+    assert.deepEqual(r.messages.map((m) => [m.topic, m.payload, m.qos]), [[
+      "paho5r/t",
+      "while away",
+      1,
+    ]]);
+    assert.deepEqual(r.messages[0].properties.UserProperty, [["q", "1"]]);
+  },
+});
