@@ -718,6 +718,23 @@ export class Connection implements ClientLink {
     if (this.isClosed) return;
     const err = error instanceof Error ? error : new Error(String(error));
     const action = wireAction(err);
+    if (action.blame === "refusal") {
+      // A refused CONNECT: its CONNACK, then close; the will is never published [MQTT-3.2.2-5].
+      const code = action.reasonCode;
+      if (code === REASON.serverBusy || code === REASON.quotaExceeded) {
+        this.ctx.counters.connectionsRefused++;
+      }
+      this.ctx.log.info(`refused CONNECT from ${JSON.stringify(this.client.clientId)}: ${err.message}`);
+      this.send({
+        type: "connack",
+        sessionPresent: false,
+        returnCode: 0,
+        reasonCode: code,
+        properties: this.v5?.problemInformation ? { reasonString: err.message } : undefined,
+      });
+      this.closeAfterFlush(err.message);
+      return;
+    }
     if (action.blame === "store") {
       this.ctx.log.error(`${this.#label()}: closing: ${err.message}`);
       this.will = undefined;

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { DecodeError, REASON } from "./codec/packet.ts";
-import { ProtocolError, StoreError, wireAction } from "./errors.ts";
+import { ConnectRefusal, ProtocolError, StoreError, wireAction } from "./errors.ts";
 
 Deno.test("wireAction: a DecodeError blames the client with its own code (0x81 by default), will published", () => {
   assert.deepEqual(wireAction(new DecodeError("bad")), {
@@ -39,5 +39,13 @@ Deno.test("wireAction: a StoreError closes without will; anything else is ours a
     reasonCode: REASON.implementationSpecificError,
     publishWill: true,
     blame: "internal",
+  });
+});
+
+Deno.test("wireAction: a ConnectRefusal is answered with its CONNACK code, never a will", () => {
+  assert.deepEqual(wireAction(new ConnectRefusal(REASON.badAuthenticationMethod, "method")), {
+    reasonCode: REASON.badAuthenticationMethod,
+    publishWill: false,
+    blame: "refusal",
   });
 });

@@ -14,7 +14,7 @@ import {
   type Properties,
   REASON,
 } from "../codec/packet.ts";
-import { ProtocolError } from "../errors.ts";
+import { ConnectRefusal, ProtocolError } from "../errors.ts";
 import type { AuthenticationResult } from "../hooks.ts";
 import type { ClientLink } from "../context.ts";
 import { validateTopicName } from "../topic/topic.ts";
@@ -36,21 +36,11 @@ const CONNACK_PRESENT = encodePacket({
 const NO_PACKET_LIMIT = 268_435_460;
 
 /**
- * Refuses a CONNECT with a 5.0 reason code; a 3.1.1 client gets its CONNACK return code
- * (the encoder maps it). The will is never published [MQTT-3.2.2-5] (5.0 [MQTT-3.2.2-7]).
+ * Refuses a CONNECT with a 5.0 reason code: thrown, and answered by the connection through the
+ * error table (CONNACK, 3.1.1 as its return code, then close; the will is never published).
  */
-export function refuse(link: ClientLink, reasonCode: number, reason: string): void {
-  const { ctx } = link;
-  if (reasonCode === REASON.serverBusy || reasonCode === REASON.quotaExceeded) {
-    ctx.counters.connectionsRefused++;
-  }
-  ctx.log.info(`refused CONNECT from ${JSON.stringify(link.client.clientId)}: ${reason}`);
-  const properties: Properties | undefined = link.v5?.problemInformation
-    ? { reasonString: reason }
-    : undefined;
-  link.send({ type: "connack", sessionPresent: false, returnCode: 0, reasonCode, properties });
-  // A refused CONNECT closes the connection [MQTT-3.2.2-5].
-  link.closeAfterFlush(reason);
+export function refuse(_link: ClientLink, reasonCode: number, reason: string): never {
+  throw new ConnectRefusal(reasonCode, reason);
 }
 
 // Like mosquitto's "New client connected from …": who, from where (behind the PSK sidecar, the
