@@ -6,12 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { mulberry32 } from "../src/_test_prng.ts";
-import {
-  expectDisconnectOrMosquittoClose,
-  healthyClient,
-  MOSQUITTO,
-  startBroker,
-} from "./_harness.ts";
+import { expectDisconnectOrMosquittoClose, healthyClient, startBroker } from "./_harness.ts";
 import {
   auth,
   concat,
