@@ -706,7 +706,10 @@ export function parseMosquittoConf(
   if (listeners.length === 0) {
     // mosquitto 2.0 without a listener: local only, anonymous clients allowed.
     out.push({ host: "127.0.0.1", port: 1883 });
-    if (globalAuth.allowAnonymous === undefined) globalAuth.allowAnonymous = true;
+    globalAuth.allowAnonymous ??= true;
+  } else {
+    // mosquitto 2.0: anonymous clients are refused unless allowed.
+    globalAuth.allowAnonymous ??= false;
   }
   for (const l of listeners) {
     const { at, psk, keyFileSet: _k, ...listener } = l;
@@ -746,7 +749,10 @@ export function parseMosquittoConf(
       const { pskFile: _p, ...auth } = listener.auth as ListenerAuthConfig & { pskFile?: string };
       listener.auth = auth;
     }
-    if (perListener) listener.auth ??= {};
+    if (perListener) {
+      listener.auth ??= {};
+      listener.auth.allowAnonymous ??= false;
+    } else delete listener.auth;
     for (const key of Object.keys(listener) as (keyof ListenerConfig)[]) {
       if (listener[key] === undefined) delete listener[key];
     }
