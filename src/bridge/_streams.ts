@@ -66,6 +66,8 @@ export function duplexOver(open: Promise<ByteConn>): Duplex {
     }
   };
   const stream = new Duplex({
+    // The peer closing ends the whole stream: the MQTT client waits for "close".
+    allowHalfOpen: false,
     read() {
       if (!reading) pump().catch((error) => stream.destroy(error));
     },
@@ -168,6 +170,8 @@ class MemoryConn implements BrokerConn {
 export function memoryPair(remote: RemoteAddress): { conn: BrokerConn; stream: Duplex } {
   const ref: { conn?: MemoryConn } = {};
   const stream = new Duplex({
+    // The peer closing ends the whole stream: the MQTT client waits for "close".
+    allowHalfOpen: false,
     read() {
       ref.conn?.drained();
     },

@@ -74,6 +74,8 @@ export interface BridgeStats {
   echoesDropped: number;
   /** Successful connections to the remote so far. */
   connects: number;
+  /** Whether the remote took the bridge flag (try_private); false after it refused it. */
+  asBridge: boolean;
 }
 
 /** A running bridge. */
@@ -192,6 +194,7 @@ class Bridge implements RunningBridge {
     droppedOffline: 0,
     echoesDropped: 0,
     connects: 0,
+    asBridge: false,
   };
   #clientId: string;
   #notificationTopic: string;
@@ -212,7 +215,7 @@ class Bridge implements RunningBridge {
   }
 
   stats(): BridgeStats {
-    return { ...this.#stats };
+    return { ...this.#stats, asBridge: this.#private };
   }
 
   connected(): Promise<void> {
@@ -331,6 +334,8 @@ class Bridge implements RunningBridge {
       keepalive: c.keepAliveS ?? 60,
       // Reconnects are ours: backoff, address failover.
       reconnectPeriod: 0,
+      // Connected below, once the CONNECT writer is wrapped.
+      manualConnect: true,
       connectTimeout: 30_000,
       username: c.remoteUsername,
       password: c.remotePassword,
@@ -403,6 +408,7 @@ class Bridge implements RunningBridge {
       }
       this.#scheduleReconnect(remote);
     });
+    remote.connect();
     return remote;
   }
 
