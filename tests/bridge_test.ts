@@ -10,7 +10,7 @@ import type mqtt from "npm:mqtt@5.16.0";
 import { Broker } from "../mod.ts";
 import { createLogger } from "../src/logger.ts";
 import { SqlitePersistence } from "../src/persistence/sqlite.ts";
-import { type BridgeConfig } from "../src/bridge/bridge_config.ts";
+import type { BridgeConfig } from "../src/bridge/bridge_config.ts";
 import { type RunningBridges, startBridges } from "../src/bridge/bridge.ts";
 import { connectMqtt } from "./_mqttjs.ts";
 import { HAVE_MOSQUITTO, startOurs } from "./_conf_brokers.ts";
@@ -422,4 +422,23 @@ Deno.test({
       assert.doesNotMatch(ours.process.stderr(), /error/i, ours.process.stderr());
     });
   },
+});
+
+Deno.test("bridge address failover: the first address is down, the second one is used", async () => {
+  await withRemote("ours", async (remote) => {
+    const down = freePort();
+    await oneWay(
+      bridgeTo(down, {
+        addresses: [{ host: "127.0.0.1", port: down }, { host: "127.0.0.1", port: remote.port }],
+        topics: [{
+          pattern: "#",
+          direction: "out",
+          qos: 1,
+          localPrefix: "data/",
+          remotePrefix: "site/",
+        }],
+      }),
+      remote.port,
+    );
+  });
 });
