@@ -80,16 +80,21 @@ export interface BridgeStats {
 
 /** A running bridge. */
 export interface RunningBridge {
+  /** The connection name. */
   readonly name: string;
+  /** A snapshot of its counters. */
   stats(): BridgeStats;
   /** Resolves once the remote connection is up (for tests and start scripts). */
   connected(): Promise<void>;
+  /** Stops it: a retained 0 to the remote, then every client. */
   close(): Promise<void>;
 }
 
 /** Several running bridges. */
 export interface RunningBridges {
+  /** In the order given. */
   readonly bridges: readonly RunningBridge[];
+  /** Stops them all. */
   close(): Promise<void>;
 }
 
@@ -530,7 +535,7 @@ class Bridge implements RunningBridge {
  * @example
  * ```ts ignore
  * import { Broker } from "../../mod.ts";
- * import { startBridges } from "./bridge.ts";
+ * import { startBridges } from "./start.ts";
  *
  * const broker = new Broker();
  * const bridges = await startBridges(broker, [{

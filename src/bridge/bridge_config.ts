@@ -25,7 +25,9 @@ export interface BridgeTopic {
 
 /** One remote address. */
 export interface BridgeAddress {
+  /** Host name or IP address. */
   host: string;
+  /** TCP port. */
   port: number;
 }
 
@@ -66,10 +68,13 @@ export interface BridgeConfig {
   clientId?: string;
   /** Client id of the bridge's own session in this broker. Default `local.CLIENTID`. */
   localClientId?: string;
+  /** User name at the remote. */
   remoteUsername?: string;
+  /** Password at the remote. */
   remotePassword?: string;
   /** User name of the bridge's local session: local ACLs apply to it. */
   localUsername?: string;
+  /** Password of the local session (checked only if the broker authenticates its bridge). */
   localPassword?: string;
   /** Clean session at the remote. Default false (as mosquitto). */
   cleanSession?: boolean;
@@ -101,12 +106,15 @@ export interface BridgeConfig {
   outgoingRetain?: boolean;
   /** The topics bridged; at least one. */
   topics: BridgeTopic[];
+  /** TLS towards the remote. */
   tls?: BridgeTlsConfig;
+  /** TLS-PSK towards the remote (not with `tls`). */
   psk?: BridgePskConfig;
 }
 
 /** A bad bridge setting; the message names the bridge and the key. */
 export class BridgeConfigError extends TypeError {
+  /** The message names the bridge and the key. */
   constructor(message: string) {
     super(message);
     this.name = "BridgeConfigError";

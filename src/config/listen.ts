@@ -28,9 +28,13 @@ export const BRIDGE_TRANSPORT = "bridge";
 
 /** The four deciding hooks, ready for `new Broker()`. */
 export interface AuthHooks {
+  /** CONNECT. */
   authenticate: AuthenticateHook;
+  /** PUBLISH. */
   authorizePublish: AuthorizePublishHook;
+  /** SUBSCRIBE. */
   authorizeSubscribe: AuthorizeSubscribeHook;
+  /** Each delivery. */
   authorizeForward: AuthorizeForwardHook;
 }
 
@@ -125,6 +129,7 @@ export type Stopper = () => Promise<void> | void;
 
 /** What {@link startListeners} needs besides the listeners. */
 export interface StartListenersOptions {
+  /** Where listeners log. */
   log: Logger;
   /** Each started listener adds its stop function here (stopped in reverse order). */
   stoppers: Stopper[];

@@ -52,6 +52,7 @@ export interface ListenerConfig {
 
 /** A bad `listeners` entry; the message names the entry and the key. */
 export class ListenerConfigError extends TypeError {
+  /** The message names the entry and the key. */
   constructor(message: string) {
     super(message);
     this.name = "ListenerConfigError";

@@ -24,10 +24,13 @@ import type { ListenerAuthConfig, ListenerConfig } from "./listeners.ts";
 
 /** Broker-wide settings from the file, in the terms of the CLI's JSON config. */
 export interface MosquittoSettings {
+  /** Limits from `max_*`, `message_size_limit`, `persistent_client_expiration`, `retain_available`. */
   limits: Partial<Limits>;
   /** `persistence true` + `persistence_location` (default: the current directory). */
   dataDir?: string;
+  /** `sys_interval`. */
   sysIntervalS?: number;
+  /** From `log_type` (the most verbose one) and `log_dest none`. */
   logLevel?: LogLevel;
   /** `connection_messages` (default true). */
   logConnections?: boolean;
@@ -35,12 +38,15 @@ export interface MosquittoSettings {
 
 /** What {@link parseMosquittoConf} returns. */
 export interface MosquittoConfig {
+  /** Broker-wide settings. */
   settings: MosquittoSettings;
   /** `per_listener_settings`: each listener has its own `auth`. */
   perListenerSettings: boolean;
   /** Broker-wide authentication (when not per listener). */
   auth: ListenerAuthConfig;
+  /** The listeners, in file order (the default listener first). */
   listeners: ListenerConfig[];
+  /** The `connection` sections. */
   bridges: BridgeConfig[];
   /** One line per directive accepted and ignored: `file:line: directive: why`. */
   notes: string[];
@@ -54,6 +60,7 @@ export class MosquittoConfError extends Error {
   readonly line: number;
   /** The directive. */
   readonly directive: string;
+  /** Names the place and the reason. */
   constructor(file: string, line: number, directive: string, reason: string) {
     super(`${file}:${line}: ${directive}: ${reason}`);
     this.name = "MosquittoConfError";
@@ -65,6 +72,7 @@ export class MosquittoConfError extends Error {
 
 /** How {@link parseMosquittoConf} reads files (for `include_dir`). */
 export interface ConfReader {
+  /** Reads a whole file. */
   readTextFile(path: string): string;
   /** File names (not paths) in a directory. */
   readDir(path: string): string[];
