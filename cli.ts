@@ -6,6 +6,9 @@
  * `--allow-run` of the stunnel binary and nothing else (its configuration goes to stunnel's stdin
  * and stunnel reads the PSK file itself); `--data-dir` needs `--allow-read` and `--allow-write`
  * of that folder; `passwd FILE USER` needs `--allow-read=FILE --allow-write=FILE`.
+ * `--mosquitto-conf FILE` needs `--allow-read` of FILE, its `include_dir`s and the files it names;
+ * bridges need `--allow-net` to their remotes (TLS-PSK bridges: `--allow-run` of stunnel and
+ * read/write of the temporary directory).
  *
  * @module
  */
