@@ -150,12 +150,17 @@ function bridgeTo(port: number, extra: Partial<BridgeConfig> = {}): BridgeConfig
 }
 
 /** Topics out, in and both with prefixes; QoS; no loop; notifications. */
-async function flows(remotePort: number, remoteKind: string): Promise<void> {
+async function flows(
+  remotePort: number,
+  remoteKind: string,
+  extra: Partial<BridgeConfig> = {},
+): Promise<void> {
   const [broker, localPort] = await localBroker();
   let bridges: RunningBridges | undefined;
   const clients: mqtt.MqttClient[] = [];
+  const v5 = extra.protocolVersion === "mqttv50";
   try {
-    bridges = await startBridges(broker, [bridgeTo(remotePort)], { log: silent });
+    bridges = await startBridges(broker, [bridgeTo(remotePort, extra)], { log: silent });
     const bridge = bridges.bridges[0];
     await bridge.connected();
     const localSub = await connectMqtt(localPort, { clientId: "lsub" });
@@ -207,7 +212,8 @@ async function flows(remotePort: number, remoteKind: string): Promise<void> {
     assert.ok(stats.echoesDropped >= 1, "the local echo of shared/b was dropped");
     // mosquitto takes try_private and sends nothing back; ours refuses it (CONNACK 0x01), the
     // bridge goes on without and drops the remote's echo of shared/a itself.
-    assert.equal(stats.asBridge, remoteKind === "mosquitto");
+    // With MQTT 5, No Local at the remote does the same.
+    assert.equal(stats.asBridge, remoteKind === "mosquitto" && !v5);
     assert.equal(stats.echoesDropped, remoteKind === "mosquitto" ? 1 : 2);
   } finally {
     await Promise.all(clients.map((c) => c.endAsync()));
@@ -221,6 +227,17 @@ Deno.test({
   ignore: !HAVE_MOSQUITTO,
   async fn() {
     await withRemote("mosquitto", (remote) => flows(remote.port, "mosquitto"));
+  },
+});
+
+Deno.test({
+  name: "bridge to mosquitto with bridge_protocol_version mqttv50: No Local, no loop",
+  ignore: !HAVE_MOSQUITTO,
+  async fn() {
+    await withRemote(
+      "mosquitto",
+      (remote) => flows(remote.port, "mosquitto", { protocolVersion: "mqttv50" }),
+    );
   },
 });
 
