@@ -239,3 +239,53 @@ Deno.test("cli: a JSON config's listeners array, each with its own auth", async 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name:
+    "mosquitto.conf: a psk_hint/psk_file listener takes the right key and refuses a wrong one, as mosquitto",
+  ignore: !HAVE_MOSQUITTO || which("stunnel") === undefined || which("mosquitto_pub") === undefined,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "denomq-conf-psk-" });
+    try {
+      const key = "00112233445566778899aabbccddeeff";
+      await Deno.writeTextFile(`${dir}/psk`, `id1:${key}\n`, { mode: 0o600 });
+      const outcomes: Record<string, number>[] = [];
+      for (const kind of ["mosquitto", "ours"] as const) {
+        const port = freePort();
+        const file = `${dir}/${kind}.conf`;
+        await Deno.writeTextFile(
+          file,
+          [
+            "user root",
+            `listener ${port} 127.0.0.1`,
+            "psk_hint denomq",
+            `psk_file ${dir}/psk`,
+            "allow_anonymous true",
+          ].join("\n") + "\n",
+        );
+        await using _broker = kind === "mosquitto"
+          ? await startMosquitto(file, [port])
+          : await startOurs(file, [port], [
+            "--allow-net",
+            `--allow-read=${dir}`,
+            "--allow-run=stunnel",
+          ]);
+        const pub = (k: string) =>
+          run("mosquitto_pub", [
+            ...["-h", "127.0.0.1", "-p", String(port), "-q", "1", "-t", "t", "-m", "m"],
+            ...["--psk-identity", "id1", "--psk", k],
+          ]);
+        outcomes.push({
+          right: (await pub(key)).code,
+          wrong: (await pub("ffeeddccbbaa99887766554433221100")).code,
+        });
+      }
+      assert.equal(outcomes[0].right, 0, "mosquitto takes the right key");
+      assert.notEqual(outcomes[0].wrong, 0, "mosquitto refuses a wrong key");
+      assert.equal(outcomes[1].right, 0, "ours takes the right key");
+      assert.notEqual(outcomes[1].wrong, 0, "ours refuses a wrong key");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
