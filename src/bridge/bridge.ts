@@ -84,7 +84,10 @@ export interface RunningBridge {
   readonly name: string;
   /** A snapshot of its counters. */
   stats(): BridgeStats;
-  /** Resolves once the remote connection is up (for tests and start scripts). */
+  /**
+   * Resolves once the remote connection is up and the bridge's subscriptions (here and at the
+   * remote) are acknowledged (for tests and start scripts).
+   */
   connected(): Promise<void>;
   /** Stops it: a retained 0 to the remote, then every client. */
   close(): Promise<void>;
@@ -192,6 +195,9 @@ class Bridge implements RunningBridge {
   #remoteEchoes = new EchoFilter();
   #localEchoes = new EchoFilter();
   #waiters: (() => void)[] = [];
+  #readyWaiters: (() => void)[] = [];
+  #localSubscribed = false;
+  #remoteSubscribed = false;
   #stats: BridgeStats = {
     connected: false,
     messagesOut: 0,
@@ -224,8 +230,16 @@ class Bridge implements RunningBridge {
   }
 
   connected(): Promise<void> {
-    if (this.#stats.connected) return Promise.resolve();
-    return new Promise((resolve) => this.#waiters.push(resolve));
+    if (this.#ready()) return Promise.resolve();
+    return new Promise((resolve) => this.#readyWaiters.push(resolve));
+  }
+
+  #ready(): boolean {
+    return this.#stats.connected && this.#localSubscribed && this.#remoteSubscribed;
+  }
+
+  #checkReady(): void {
+    if (this.#ready()) { for (const wake of this.#readyWaiters.splice(0)) wake(); }
   }
 
   async start(): Promise<void> {
@@ -284,13 +298,21 @@ class Bridge implements RunningBridge {
         if (!this.#closed) this.#log.error(`bridge ${this.name}: ${errorText(error)}`);
       });
     };
-    this.#localOut.on("connect", (connack) => {
-      if (connack.sessionPresent && !(c.localCleanSession ?? false)) return;
-      if (outTopics.length === 0) return;
+    // Subscribed at every connect, as mosquitto does: a stored session may hold the topics of an
+    // older configuration (messages on topics no longer configured are acknowledged and dropped).
+    this.#localOut.on("connect", () => {
+      if (outTopics.length === 0) {
+        this.#localSubscribed = true;
+        return this.#checkReady();
+      }
       this.#localOut.subscribe(
         Object.fromEntries(outTopics.map((t) => [localFilter(t), { qos: t.qos }])),
         (error) => {
           if (error) this.#log.error(`bridge ${this.name}: local subscribe: ${errorText(error)}`);
+          else {
+            this.#localSubscribed = true;
+            this.#checkReady();
+          }
         },
       );
     });
@@ -368,7 +390,7 @@ class Bridge implements RunningBridge {
         if (!this.#closed) this.#log.error(`bridge ${this.name}: ${errorText(error)}`);
       });
     };
-    remote.on("connect", (connack) => {
+    remote.on("connect", () => {
       const address = c.addresses[this.#addressIndex % c.addresses.length];
       this.#log.info(
         `bridge ${this.name}: connected to ${address.host}:${address.port}` +
@@ -379,20 +401,27 @@ class Bridge implements RunningBridge {
       if (!(c.roundRobin ?? false)) this.#addressIndex = 0;
       this.#stats.connected = true;
       this.#stats.connects++;
-      if (inTopics.length > 0 && !(connack.sessionPresent && !(c.cleanSession ?? false))) {
+      if (inTopics.length > 0) {
         const subscriptions = Object.fromEntries(inTopics.map((t) => [
           remoteFilter(t),
           this.#v5 ? { qos: t.qos, nl: true, rap: true } : { qos: t.qos },
         ]));
         remote.subscribe(subscriptions, (error) => {
           if (error) this.#log.error(`bridge ${this.name}: remote subscribe: ${errorText(error)}`);
+          else {
+            this.#remoteSubscribed = true;
+            this.#checkReady();
+          }
         });
+      } else {
+        this.#remoteSubscribed = true;
       }
       if (notifications) {
         remote.publish(this.#notificationTopic, "1", { qos: 1, retain: true });
       }
       if (c.notifications !== false) this.#notifyLocal("1");
       for (const wake of this.#waiters.splice(0)) wake();
+      this.#checkReady();
     });
     remote.on("error", (error) => {
       const code = (error as { code?: number }).code;
@@ -406,6 +435,7 @@ class Bridge implements RunningBridge {
       this.#log.warn(`bridge ${this.name}: ${errorText(error)}`);
     });
     remote.on("close", () => {
+      this.#remoteSubscribed = false;
       if (this.#stats.connected) {
         this.#stats.connected = false;
         this.#log.warn(`bridge ${this.name}: connection to the remote lost`);
@@ -512,6 +542,7 @@ class Bridge implements RunningBridge {
     this.#closed = true;
     clearTimeout(this.#reconnectTimer);
     for (const wake of this.#waiters.splice(0)) wake();
+    for (const wake of this.#readyWaiters.splice(0)) wake();
     const c = this.#config;
     if (
       this.#stats.connected && c.notifications !== false && c.notificationsLocalOnly !== true
