@@ -9,6 +9,7 @@ import type mqtt from "npm:mqtt@5.16.0";
 import { connectMqtt } from "./_mqttjs.ts";
 import { HAVE_MOSQUITTO, startMosquitto, startOurs } from "./_conf_brokers.ts";
 import { freePort, run, spawn, waitFor, which } from "./_util.ts";
+import { makeCertificates } from "./_security.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const HAVE_PASSWD = which("mosquitto_passwd") !== undefined;
@@ -159,8 +160,8 @@ Deno.test("cli: --mosquitto-conf errors are one line naming file:line and the di
         /^error: .*bad\.conf:2: bogus_directive: unknown directive/,
       ],
       [
-        "listener 8883\ncertfile c\nkeyfile k\nrequire_certificate true\n",
-        /^error: .*bad\.conf:4: require_certificate: cannot be honoured: Deno\.listenTls/,
+        "listener 8883\ncertfile c\nkeyfile k\nuse_identity_as_username true\n",
+        /^error: .*bad\.conf:4: use_identity_as_username: cannot be honoured/,
       ],
       ["allow_anonymous maybe\n", /^error: .*bad\.conf:1: allow_anonymous: expected true or false/],
     ];
@@ -284,6 +285,85 @@ Deno.test({
       assert.notEqual(outcomes[0].wrong, 0, "mosquitto refuses a wrong key");
       assert.equal(outcomes[1].right, 0, "ours takes the right key");
       assert.notEqual(outcomes[1].wrong, 0, "ours refuses a wrong key");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "mosquitto.conf: require_certificate true takes a CA-signed client and refuses others, as mosquitto",
+  ignore: !HAVE_MOSQUITTO || which("openssl") === undefined || which("mosquitto_pub") === undefined,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "denomq-conf-mtls-" });
+    try {
+      await makeCertificates(dir);
+      const ssl = async (args: string[]) => {
+        const r = await run("openssl", args, { cwd: dir });
+        assert.equal(r.code, 0, r.stderr);
+      };
+      const ec = ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"];
+      await Deno.writeTextFile(
+        `${dir}/client.ext`,
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+      );
+      await ssl([...ec, "client.key"]);
+      await ssl([
+        "req",
+        "-new",
+        "-key",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=client1",
+      ]);
+      await ssl([
+        ...["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key"],
+        ...["-CAcreateserial", "-out", "client.pem", "-days", "1", "-extfile", "client.ext"],
+      ]);
+      await ssl([...ec, "intruder.key"]);
+      await ssl([
+        ...["req", "-x509", "-new", "-key", "intruder.key", "-out", "intruder.pem", "-days", "1"],
+        ...["-subj", "/CN=intruder"],
+      ]);
+      const outcomes: Record<string, number>[] = [];
+      for (const kind of ["mosquitto", "ours"] as const) {
+        const port = freePort();
+        const file = `${dir}/${kind}.conf`;
+        await Deno.writeTextFile(
+          file,
+          [
+            "user root",
+            `listener ${port} 127.0.0.1`,
+            `certfile ${dir}/cert.pem`,
+            `keyfile ${dir}/key.pem`,
+            `cafile ${dir}/ca.pem`,
+            "require_certificate true",
+            "allow_anonymous true",
+          ].join("\n") + "\n",
+        );
+        await using _broker = kind === "mosquitto"
+          ? await startMosquitto(file, [port])
+          : await startOurs(file, [port], ["--allow-net", `--allow-read=${dir}`]);
+        const pub = (extra: string[]) =>
+          run("mosquitto_pub", [
+            ...["-h", "127.0.0.1", "-p", String(port), "-q", "1", "-t", "t", "-m", "m"],
+            ...["--cafile", `${dir}/ca.pem`, ...extra],
+          ]);
+        outcomes.push({
+          signed: (await pub(["--cert", `${dir}/client.pem`, "--key", `${dir}/client.key`])).code,
+          none: (await pub([])).code,
+          intruder: (await pub(["--cert", `${dir}/intruder.pem`, "--key", `${dir}/intruder.key`]))
+            .code,
+        });
+      }
+      for (const [i, who] of ["mosquitto", "ours"].entries()) {
+        assert.equal(outcomes[i].signed, 0, `${who} takes the CA-signed client`);
+        assert.notEqual(outcomes[i].none, 0, `${who} refuses a client without a certificate`);
+        assert.notEqual(outcomes[i].intruder, 0, `${who} refuses a self-signed certificate`);
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -21,6 +21,7 @@ import { loadPskFile } from "../transport/psk_file.ts";
 import { PskSidecar, type PskSidecarOptions } from "../transport/psk_sidecar.ts";
 import type { BrokerConn } from "../transport/types.ts";
 import { createWebSocketHandler } from "../transport/websocket.ts";
+import { listenMutualTls } from "../transport/mutual_tls.ts";
 import { type ListenerAuthConfig, type ListenerConfig, listenerName } from "./listeners.ts";
 
 /** The transport name of a bridge's own connection into its broker. */
@@ -173,7 +174,11 @@ export async function startListeners(
     if (l.tls === undefined) return undefined;
     const name = listenerName(l, i);
     try {
-      return { cert: read(l.tls.certFile), key: read(l.tls.keyFile) };
+      return {
+        cert: read(l.tls.certFile),
+        key: read(l.tls.keyFile),
+        ca: l.tls.requireCertificate && l.tls.caFile !== undefined ? read(l.tls.caFile) : undefined,
+      };
     } catch (error) {
       throw new Error(`listener ${name}: ${errorText(error)}`);
     }
@@ -213,7 +218,7 @@ export async function startListeners(
         const server = Deno.serve({
           hostname: host,
           port: l.port,
-          ...(tls ?? {}),
+          ...(tls === undefined ? {} : { cert: tls.cert, key: tls.key }),
           onListen: (addr) =>
             log.info(
               `listening on ${transport} ${addr.hostname}:${addr.port}${path} (listener ${name})`,
@@ -222,11 +227,33 @@ export async function startListeners(
         stoppers.push(() => server.shutdown());
       } else if (l.pskFile !== undefined) {
         await startPsk(broker, l, name, host, options);
+      } else if (tls?.ca !== undefined) {
+        // Client certificates: Deno.listenTls cannot ask for them, node:tls can.
+        let open = 0;
+        const max = l.maxConnections ?? Infinity;
+        const server = await listenMutualTls({
+          hostname: host,
+          port: l.port,
+          cert: tls.cert,
+          key: tls.key,
+          ca: tls.ca,
+          onConnection: (conn) => {
+            if (open >= max) return conn.close();
+            open++;
+            broker.handle(conn, "tls", name).finally(() => open--);
+          },
+          onRefused: (reason) => log.info(`listener ${name}: refused a TLS client: ${reason}`),
+        });
+        stoppers.push(() => server.close());
+        log.info(
+          `listening on tls ${server.hostname}:${server.port} (listener ${name}, client ` +
+            "certificates required)",
+        );
       } else {
         const listener = await broker.listen({
           hostname: host,
           port: l.port,
-          tls,
+          tls: tls === undefined ? undefined : { cert: tls.cert, key: tls.key },
           name,
           maxConnections: l.maxConnections,
         });

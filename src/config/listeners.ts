@@ -24,6 +24,13 @@ export interface ListenerTlsConfig {
   certFile: string;
   /** PEM private key. */
   keyFile: string;
+  /** PEM CA certificate(s) client certificates must chain to (with `requireCertificate`). */
+  caFile?: string;
+  /**
+   * Require a client certificate signed by `caFile` (mosquitto's `require_certificate true`);
+   * served through Deno's `node:tls`, since `Deno.listenTls` cannot ask for one.
+   */
+  requireCertificate?: boolean;
 }
 
 /** One listener. */
@@ -143,11 +150,8 @@ export function parseListeners(value: unknown, where = "listeners"): ListenerCon
     if (entry.tls !== undefined) {
       if (!isObject(entry.tls)) throw new ListenerConfigError(`${at}.tls: expected an object`);
       for (const key of Object.keys(entry.tls)) {
-        if (key !== "certFile" && key !== "keyFile") {
-          throw new ListenerConfigError(
-            `${at}.tls: unknown key "${key}" (client certificates cannot be requested: ` +
-              "Deno.listenTls has no option for them)",
-          );
+        if (!["certFile", "keyFile", "caFile", "requireCertificate"].includes(key)) {
+          throw new ListenerConfigError(`${at}.tls: unknown key "${key}"`);
         }
       }
       const certFile = str("certFile", entry.tls, `${at}.tls`);
@@ -156,6 +160,23 @@ export function parseListeners(value: unknown, where = "listeners"): ListenerCon
         throw new ListenerConfigError(`${at}.tls: needs both certFile and keyFile`);
       }
       tls = { certFile, keyFile };
+      const caFile = str("caFile", entry.tls, `${at}.tls`);
+      const require = entry.tls.requireCertificate;
+      if (require !== undefined && typeof require !== "boolean") {
+        throw new ListenerConfigError(`${at}.tls.requireCertificate: expected true or false`);
+      }
+      if (require === true) {
+        if (caFile === undefined) {
+          throw new ListenerConfigError(`${at}.tls.requireCertificate: needs caFile`);
+        }
+        if (protocol === "websockets") {
+          throw new ListenerConfigError(
+            `${at}.tls.requireCertificate: not for websockets (Deno.serve cannot ask for one)`,
+          );
+        }
+        tls.requireCertificate = true;
+      }
+      if (caFile !== undefined) tls.caFile = caFile;
     }
     const pskFile = str("pskFile");
     if (pskFile !== undefined && (tls !== undefined || protocol === "websockets")) {

@@ -132,8 +132,7 @@ const IGNORED: Record<string, string> = {
   "ciphers_tls1.3": "Deno's TLS (rustls) has a fixed set of safe cipher suites",
   ecdh_curve: "Deno's TLS (rustls) chooses the curve",
   dhparamfile: "no DHE suites in Deno's TLS",
-  cafile: "only used to verify client certificates, which require_certificate would ask for",
-  capath: "only used to verify client certificates, which require_certificate would ask for",
+  capath: "only used to verify client certificates; with require_certificate give cafile",
   psk_hint: "the listener is a TLS-PSK one; stunnel sends no identity hint",
   bridge_tls_version: "Deno's TLS offers TLS 1.2 and 1.3",
   bridge_attempt_unsubscribe: "nothing is unsubscribed at the remote",
@@ -224,6 +223,10 @@ interface ListenerDraft extends ListenerConfig {
   psk?: boolean;
   /** For messages. */
   at: string;
+  caFile?: string;
+  caAt?: string;
+  requireCertificate?: boolean;
+  requireAt?: string;
   keyFileSet?: boolean;
 }
 
@@ -416,21 +419,23 @@ export function parseMosquittoConf(
           l.tls = tls;
           break;
         }
+        case "cafile": {
+          const l = listenerFor();
+          l.caFile = parseString(ctx, rest);
+          l.caAt = `${path}:${index + 1}`;
+          break;
+        }
         case "require_certificate":
-          if (parseBool(ctx, tokens)) {
-            fail(
-              ctx,
-              "cannot be honoured: Deno.listenTls cannot request or verify client " +
-                "certificates; the broker does not start rather than accept clients without one",
-            );
-          }
+          listenerFor().requireCertificate = parseBool(ctx, tokens);
+          listenerFor().requireAt = `${path}:${index + 1}`;
           break;
         case "use_identity_as_username":
         case "use_subject_as_username":
           if (parseBool(ctx, tokens)) {
             fail(
               ctx,
-              "cannot be honoured: no client certificate or PSK identity reaches the broker",
+              "cannot be honoured: the client certificate's name does not reach the broker's " +
+                "user names (require_certificate true without it is supported)",
             );
           }
           break;
@@ -720,7 +725,40 @@ export function parseMosquittoConf(
     globalAuth.allowAnonymous ??= false;
   }
   for (const l of listeners) {
-    const { at, psk, keyFileSet: _k, ...listener } = l;
+    const { at, psk, keyFileSet: _k, caFile, caAt, requireCertificate, requireAt, ...listener } = l;
+    const where = requireAt ?? at;
+    const [atFile, atLine] = [
+      where.slice(0, where.lastIndexOf(":")),
+      Number(where.split(":").pop()),
+    ];
+    if (requireCertificate) {
+      if (listener.tls === undefined) {
+        throw new MosquittoConfError(
+          atFile,
+          atLine,
+          "require_certificate",
+          "needs certfile and keyfile",
+        );
+      }
+      if (caFile === undefined) {
+        throw new MosquittoConfError(atFile, atLine, "require_certificate", "needs cafile (PEM)");
+      }
+      if (listener.protocol === "websockets") {
+        throw new MosquittoConfError(
+          atFile,
+          atLine,
+          "require_certificate",
+          "cannot be honoured on a websockets listener: Deno.serve cannot ask for client certificates",
+        );
+      }
+      listener.tls.caFile = caFile;
+      listener.tls.requireCertificate = true;
+    } else if (caFile !== undefined) {
+      notes.push(
+        `${caAt}: cafile: ignored: only used to verify client certificates, which ` +
+          "require_certificate true asks for",
+      );
+    }
     if (listener.tls !== undefined) {
       if (listener.tls.certFile === "" || listener.tls.keyFile === "") {
         throw new MosquittoConfError(

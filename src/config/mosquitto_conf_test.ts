@@ -97,7 +97,19 @@ Deno.test("mosquitto.conf: bad values and repeated strings name file:line and th
 
 Deno.test("mosquitto.conf: what cannot be honoured refuses to start", () => {
   const l = "listener 8883\ncertfile c.pem\nkeyfile k.pem\n";
-  refused(l + "require_certificate true\n", 4, "require_certificate", /Deno\.listenTls/);
+  refused(l + "require_certificate true\n", 4, "require_certificate", /needs cafile/);
+  refused(
+    "listener 8883\nprotocol websockets\ncertfile c\nkeyfile k\ncafile ca\nrequire_certificate true\n",
+    6,
+    "require_certificate",
+    /Deno\.serve/,
+  );
+  assert.deepEqual(parse(l + "cafile /ca.pem\nrequire_certificate true\n").listeners[0].tls, {
+    certFile: "c.pem",
+    keyFile: "k.pem",
+    caFile: "/ca.pem",
+    requireCertificate: true,
+  });
   refused(l + "use_identity_as_username true\n", 4, "use_identity_as_username", /cannot be/);
   refused("listener 1883\nmount_point a/\n", 2, "mount_point", /outside the mount point/);
   refused("plugin /usr/lib/x.so\n", 1, "plugin", /plugins/);
@@ -332,8 +344,9 @@ Deno.test("listeners array: checked with the entry and key named", () => {
     /listeners\[0\]: unknown key "bogus"/,
   );
   assert.throws(
-    () => parseListeners([{ port: 1, tls: { certFile: "c", keyFile: "k", caFile: "ca" } }]),
-    /client certificates cannot be requested/,
+    () =>
+      parseListeners([{ port: 1, tls: { certFile: "c", keyFile: "k", requireCertificate: true } }]),
+    /requireCertificate: needs caFile/,
   );
   assert.throws(() => parseListeners([{ port: 1, name: "a" }, { port: 2, name: "a" }]), /twice/);
 });
