@@ -468,8 +468,12 @@ export class Broker extends EventTarget {
     const maxConnections = options.maxConnections ?? Infinity;
     let open = 0;
     const serve = (conn: BrokerConn) => {
+      if (maxConnections === Infinity) {
+        this.handle(conn, transport, name); // never rejects
+        return;
+      }
       open++;
-      this.handle(conn, transport, name).finally(() => open--); // never rejects
+      this.handle(conn, transport, name).finally(() => open--);
     };
     const loop = async () => {
       while (!stopped) {
