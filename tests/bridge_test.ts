@@ -459,3 +459,45 @@ Deno.test("bridge address failover: the first address is down, the second one is
     );
   });
 });
+
+Deno.test("bridge: the outage queue is the session's, bounded by maxQueued and counted when full", async () => {
+  await withRemote("ours", async (remote) => {
+    const broker = new Broker({ logLevel: "silent", limits: { maxInflight: 1, maxQueued: 5 } });
+    const { port: localPort } = await broker.listen({ hostname: "127.0.0.1", port: 0 });
+    let bridges: RunningBridges | undefined;
+    const clients: mqtt.MqttClient[] = [];
+    try {
+      const config = bridgeTo(remote.port, {
+        topics: [{
+          pattern: "#",
+          direction: "out",
+          qos: 1,
+          localPrefix: "data/",
+          remotePrefix: "site/",
+        }],
+      });
+      bridges = await startBridges(broker, [config], { log: silent });
+      await bridges.bridges[0].connected();
+      const first = await connectMqtt(remote.port, { clientId: "rsub", clean: false });
+      await first.subscribeAsync("site/#", { qos: 1 });
+      await first.endAsync();
+      await remote.stop();
+      await waitFor(() => !bridges!.bridges[0].stats().connected, 10_000, "bridge offline");
+      const pub = await connectMqtt(localPort, { clientId: "lpub" });
+      clients.push(pub);
+      for (let i = 0; i < 20; i++) await pub.publishAsync("data/n", String(i), { qos: 1 });
+      // One held by the bridge (waiting for the remote), five queued, the rest dropped.
+      await waitFor(() => broker.stats().dropped.queueFull === 14, 10_000, "14 dropped");
+      await remote.start();
+      const sub = await connectMqtt(remote.port, { clientId: "rsub", clean: false });
+      clients.push(sub);
+      const seen = watch(sub);
+      await waitFor(() => seen.length >= 6, 20_000, "6 messages at the remote");
+      assert.deepEqual(seen.map((s) => s.payload), ["0", "1", "2", "3", "4", "5"]);
+    } finally {
+      await Promise.all(clients.map((c) => c.endAsync()));
+      await bridges?.close();
+      await broker.close();
+    }
+  });
+});
