@@ -110,7 +110,7 @@ export function helpText(): string {
     return `  --${flag.padEnd(31)} default ${DEFAULT_LIMITS[name]} (${min}..${max})`;
   });
   return `Usage: deno run --allow-net cli.ts [options]
-       deno run --allow-read=FILE --allow-write=FILE cli.ts passwd FILE USER
+       deno run --allow-read=FILE --allow-write=FILE cli.ts passwd [-c|-D|-b|-U] FILE ...
 
 A Deno-native MQTT 3.1.1 broker. Version ${VERSION}.
 
