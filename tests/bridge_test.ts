@@ -377,6 +377,41 @@ Deno.test({
 });
 
 Deno.test({
+  name: "bridge over TLS: a remote certificate from an unknown CA is refused (no bridge_cafile)",
+  ignore: !HAVE_MOSQUITTO || !HAVE_OPENSSL,
+  async fn() {
+    const certs = await Deno.makeTempDir({ prefix: "denomq-bridge-tls-" });
+    try {
+      await makeCertificates(certs);
+      const tlsPort = freePort();
+      await withRemote("mosquitto", async () => {
+        const broker = new Broker({ logLevel: "silent" });
+        const lines: string[] = [];
+        const log = createLogger("info", (_level, message) => lines.push(message));
+        const bridges = await startBridges(broker, [bridgeTo(tlsPort, { tls: {} })], { log });
+        try {
+          await waitFor(
+            () => lines.some((l) => /certificate|UnknownIssuer/i.test(l)),
+            15_000,
+            "a certificate error",
+          );
+          assert.equal(bridges.bridges[0].stats().connects, 0);
+        } finally {
+          await bridges.close();
+          await broker.close();
+        }
+      }, [
+        `listener ${tlsPort} 127.0.0.1`,
+        `certfile ${certs}/cert.pem`,
+        `keyfile ${certs}/key.pem`,
+      ]);
+    } finally {
+      await Deno.remove(certs, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "bridge over TLS-PSK to mosquitto through stunnel in client mode",
   ignore: !HAVE_MOSQUITTO || !HAVE_STUNNEL,
   async fn() {

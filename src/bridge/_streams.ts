@@ -23,7 +23,10 @@ const READ_BYTES = 16 * 1024;
  * A Duplex over a connection that `open` resolves to. Writes wait for it; a failed open
  * destroys the stream with its error (the client then reconnects).
  */
-export function duplexOver(open: Promise<ByteConn>): Duplex {
+export function duplexOver(
+  open: Promise<ByteConn>,
+  onError?: (error: Error) => void,
+): Duplex {
   let conn: ByteConn | undefined;
   let closed = false;
   let reading = false;
@@ -52,7 +55,10 @@ export function duplexOver(open: Promise<ByteConn>): Duplex {
       try {
         n = await c.read(buffer);
       } catch (error) {
-        if (!closed) stream.destroy(error as Error);
+        if (!closed) {
+          onError?.(error as Error);
+          stream.destroy(error as Error);
+        }
         return;
       }
       if (n === null) {
@@ -92,7 +98,9 @@ export function duplexOver(open: Promise<ByteConn>): Duplex {
     },
   });
   ready.catch((error) => {
-    if (!closed) stream.destroy(error);
+    if (closed) return;
+    onError?.(error);
+    stream.destroy(error);
   });
   return stream;
 }

@@ -323,12 +323,18 @@ class Bridge implements RunningBridge {
     const c = this.#config;
     if (this.#psk !== undefined) {
       const port = this.#psk.port;
-      return duplexOver(Deno.connect({ hostname: "127.0.0.1", port }));
+      return duplexOver(
+        Deno.connect({ hostname: "127.0.0.1", port }),
+        (error) => this.#log.warn(`bridge ${this.name}: stunnel: ${errorText(error)}`),
+      );
     }
     const address = c.addresses[this.#addressIndex % c.addresses.length];
     this.#log.debug(`bridge ${this.name}: connecting to ${address.host}:${address.port}`);
+    // MQTT.js passes on only stream errors that carry a code: say every one here.
+    const onError = (error: Error) =>
+      this.#log.warn(`bridge ${this.name}: ${address.host}:${address.port}: ${errorText(error)}`);
     if (c.tls === undefined) {
-      return duplexOver(Deno.connect({ hostname: address.host, port: address.port }));
+      return duplexOver(Deno.connect({ hostname: address.host, port: address.port }), onError);
     }
     const tls = c.tls;
     return duplexOver(
@@ -348,6 +354,7 @@ class Bridge implements RunningBridge {
           alpnProtocols: tls.alpn === undefined ? undefined : [tls.alpn],
         });
       }),
+      onError,
     );
   };
 
@@ -432,7 +439,10 @@ class Bridge implements RunningBridge {
         this.#fallbackNow = true;
         return;
       }
-      this.#log.warn(`bridge ${this.name}: ${errorText(error)}`);
+      // Stream errors are logged by the stream (above); here the rest (CONNACK refusals...).
+      if (typeof code === "number" || code === undefined) {
+        this.#log.warn(`bridge ${this.name}: ${errorText(error)}`);
+      }
     });
     remote.on("close", () => {
       this.#remoteSubscribed = false;
