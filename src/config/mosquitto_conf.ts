@@ -275,11 +275,13 @@ export function parseMosquittoConf(
   let logDestSet = false;
   const seenStrings = new Set<string>();
 
+  // mosquitto's default listener (port 1883 unless `port`): listener settings before the first
+  // `listener` line open it, security settings alone do not (checked with mosquitto 2.0.11).
+  let defaultOpened = false;
+  let defaultSettings: Ctx | undefined;
+  let defaultSecurity: Ctx | undefined;
   const getDefaultListener = (ctx: Ctx): ListenerDraft => {
-    if (defaultListener === undefined) {
-      defaultListener = { port: 1883, at: `${ctx.file}:${ctx.line}` };
-      listeners.unshift(defaultListener);
-    }
+    defaultListener ??= { port: 1883, at: `${ctx.file}:${ctx.line}` };
     return defaultListener;
   };
 
@@ -304,11 +306,16 @@ export function parseMosquittoConf(
         if (seenStrings.has(key)) fail(ctx, "given twice");
         seenStrings.add(key);
       };
-      const listenerFor = (): ListenerDraft => current ?? getDefaultListener(ctx);
+      const listenerFor = (): ListenerDraft => {
+        if (current !== undefined) return current;
+        defaultSettings ??= ctx;
+        return getDefaultListener(ctx);
+      };
       const security = (): ListenerAuthConfig => {
         securitySeen = true;
         if (!perListener) return globalAuth;
-        const l = listenerFor();
+        if (current === undefined) defaultSecurity ??= ctx;
+        const l = current ?? getDefaultListener(ctx);
         return l.auth ??= {};
       };
       const needBridge = (): BridgeDraft => {
@@ -355,8 +362,12 @@ export function parseMosquittoConf(
           break;
         }
         case "per_listener_settings":
-          if (securitySeen) {
-            fail(ctx, "must come before allow_anonymous, password_file, acl_file and psk_file");
+          if (securitySeen || listeners.length > 0 || defaultListener !== undefined) {
+            fail(
+              ctx,
+              "must come before any listener and before allow_anonymous, password_file, " +
+                "acl_file and psk_file",
+            );
           }
           perListener = parseBool(ctx, tokens);
           break;
@@ -367,7 +378,7 @@ export function parseMosquittoConf(
         case "acl_file":
         case "psk_file": {
           const auth = security() as ListenerAuthConfig & { pskFile?: string };
-          once(perListener ? listenerFor().at : "global");
+          once(perListener ? (current ?? getDefaultListener(ctx)).at : "global");
           const value = parseString(ctx, rest);
           if (directive === "password_file") auth.passwordFile = value;
           else if (directive === "acl_file") auth.aclFile = value;
@@ -382,9 +393,11 @@ export function parseMosquittoConf(
         case "port":
           defaultPort = parseInt(ctx, tokens, 1, 65535);
           getDefaultListener(ctx).port = defaultPort;
+          defaultOpened = true;
           break;
         case "bind_address":
           getDefaultListener(ctx).host = parseString(ctx, rest);
+          defaultOpened = true;
           break;
         case "listener": {
           if (tokens.length < 1 || tokens.length > 2) fail(ctx, "expected PORT [ADDRESS]");
@@ -715,6 +728,19 @@ export function parseMosquittoConf(
   if (logLevel !== undefined) settings.logLevel = logLevel;
   void logDestSet;
 
+  if (defaultListener !== undefined) {
+    if (defaultOpened || defaultSettings !== undefined) {
+      listeners.unshift(defaultListener);
+    } else {
+      if (defaultSecurity !== undefined) {
+        notes.push(
+          `${defaultSecurity.file}:${defaultSecurity.line}: ${defaultSecurity.directive}: ` +
+            "ignored, as by mosquitto: with per_listener_settings it belongs to the default " +
+            "listener, which is not opened without port",
+        );
+      }
+    }
+  }
   const out: ListenerConfig[] = [];
   if (listeners.length === 0) {
     // mosquitto 2.0 without a listener: local only, anonymous clients allowed.

@@ -350,3 +350,30 @@ Deno.test("listeners array: checked with the entry and key named", () => {
   );
   assert.throws(() => parseListeners([{ port: 1, name: "a" }, { port: 2, name: "a" }]), /twice/);
 });
+
+Deno.test("mosquitto.conf: the default listener opens with listener settings, not security ones (as mosquitto 2.0.11)", () => {
+  // Checked with mosquitto 2.0.11: no listener on 1883, and the listener refuses anonymous clients.
+  const conf = parse("per_listener_settings true\nallow_anonymous true\nlistener 1999 127.0.0.1\n");
+  assert.deepEqual(conf.listeners, [
+    { port: 1999, host: "127.0.0.1", auth: { allowAnonymous: false } },
+  ]);
+  assert.ok(
+    conf.notes.some((n) => n.startsWith("m.conf:2: allow_anonymous: ignored, as by mosquitto")),
+  );
+  refused(
+    "listener 1\nper_listener_settings true\n",
+    2,
+    "per_listener_settings",
+    /before any listener/,
+  );
+  // A listener setting before the first listener opens the default one on 1883 (as mosquitto).
+  assert.deepEqual(parse("max_connections 5\nlistener 1999\n").listeners, [
+    { port: 1883, maxConnections: 5 },
+    { port: 1999 },
+  ]);
+  const opened = parse("port 1884\ncertfile c.pem\nkeyfile k.pem\nlistener 1999\n");
+  assert.deepEqual(opened.listeners, [
+    { port: 1884, tls: { certFile: "c.pem", keyFile: "k.pem" } },
+    { port: 1999 },
+  ]);
+});
