@@ -6,12 +6,14 @@
  * `--allow-run` of the stunnel binary and nothing else (its configuration goes to stunnel's stdin
  * and stunnel reads the PSK file itself); `--data-dir` needs `--allow-read` and `--allow-write`
  * of that folder; `passwd FILE USER` needs `--allow-read=FILE --allow-write=FILE`.
+ * `--mosquitto-conf FILE` needs `--allow-read` of FILE, its `include_dir`s and the files it names;
+ * bridges need `--allow-net` to their remotes (TLS-PSK bridges: `--allow-run` of stunnel and
+ * read/write of the temporary directory).
  *
  * @module
  */
 import { Broker } from "./mod.ts";
 import { FileAuth, fileAuthErrorOption } from "./src/auth/file_auth.ts";
-import { setPasswordInFile } from "./src/auth/password_file.ts";
 import { type CliConfig, helpText, parseCliArgs, UsageError, VERSION } from "./src/cli_args.ts";
 import { createLogger, flushLogs, type Logger, type LogLevel, stderrSink } from "./src/logger.ts";
 import { SqlitePersistence } from "./src/persistence/sqlite.ts";
@@ -19,6 +21,16 @@ import { acceptProxied } from "./src/transport/proxy_protocol.ts";
 import { loadPskFile } from "./src/transport/psk_file.ts";
 import { PskSidecar, type PskSidecarOptions } from "./src/transport/psk_sidecar.ts";
 import { createWebSocketHandler } from "./src/transport/websocket.ts";
+import {
+  type AuthHooks,
+  loadListenerAuth,
+  startListeners as startConfiguredListeners,
+} from "./src/config/listen.ts";
+import type { ReloadResult } from "./src/auth/file_auth.ts";
+import { passwd } from "./src/cli/passwd.ts";
+
+/** The deciding hooks and their reload, from flags or from per-listener settings. */
+type Auth = Partial<AuthHooks> & { reload(): Promise<ReloadResult> };
 
 /** Something to stop at shutdown, in reverse order of starting. */
 type Stopper = () => Promise<void> | void;
@@ -83,11 +95,48 @@ export async function main(args: string[]): Promise<number> {
   const stoppers: Stopper[] = [];
   let fail: (reason: string) => void = () => {};
   const fatal = new Promise<string>((resolve) => fail = resolve);
-  let auth: FileAuth | undefined;
+  let auth: Auth | undefined;
   try {
-    auth = await loadAuth(config);
+    for (const note of config.notes ?? []) log.info(`mosquitto.conf: ${note}`);
+    if (config.listeners !== undefined) {
+      const global = config.auth ?? {
+        passwordFile: config.passwordFile,
+        aclFile: config.aclFile,
+        allowAnonymous: config.allowAnonymous,
+      };
+      let loaded;
+      try {
+        loaded = await loadListenerAuth(global, config.listeners);
+      } catch (error) {
+        throw new UsageError(errorText(error));
+      }
+      if (loaded.hooks !== undefined || loaded.hasFiles) auth = { ...loaded.hooks, ...loaded };
+    } else {
+      auth = await loadAuth(config);
+    }
     const broker = await startBroker(config, log, auth, stoppers);
-    await startListeners(config, log, broker, stoppers, (reason) => fail(reason));
+    if (config.listeners !== undefined) {
+      try {
+        await startConfiguredListeners(broker, config.listeners, {
+          log,
+          stoppers,
+          fail: (reason) => fail(reason),
+          stunnel: config.stunnel,
+          debug: config.logLevel === "debug",
+        });
+      } catch (error) {
+        if (error instanceof Deno.errors.AddrInUse) throw error;
+        throw new UsageError(errorText(error));
+      }
+    } else {
+      await startListeners(config, log, broker, stoppers, (reason) => fail(reason));
+    }
+    if (config.bridges !== undefined) {
+      // Loaded only when a bridge is configured: the MQTT client stays out of everything else.
+      const { startBridges } = await import("./src/bridge/bridge.ts");
+      const bridges = await startBridges(broker, config.bridges, { log });
+      stoppers.push(() => bridges.close());
+    }
   } catch (error) {
     startup.drop();
     await stopAll(stoppers, log);
@@ -157,7 +206,7 @@ async function loadAuth(config: CliConfig): Promise<FileAuth | undefined> {
 async function startBroker(
   config: CliConfig,
   log: Logger,
-  auth: FileAuth | undefined,
+  auth: Partial<AuthHooks> | undefined,
   stoppers: Stopper[],
 ): Promise<Broker> {
   const persistence = config.dataDir === undefined ? undefined : new SqlitePersistence({
@@ -169,7 +218,7 @@ async function startBroker(
     limits: config.limits,
     logger: log,
     sysIntervalMs: config.sysIntervalS * 1000,
-    logConnections: true,
+    logConnections: config.logConnections ?? true,
     persistence,
     responseInformation: config.responseInformation,
     authenticate: auth?.authenticate,
@@ -341,69 +390,6 @@ function waitForSignals(): { signal: Promise<string>; remove(): void } {
       for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
     },
   };
-}
-
-async function readPasswordLine(prompt: string): Promise<string> {
-  const encoder = new TextEncoder();
-  const stdin = Deno.stdin;
-  const terminal = stdin.isTerminal();
-  if (terminal) {
-    Deno.stderr.writeSync(encoder.encode(prompt));
-    stdin.setRaw(true);
-  }
-  const bytes: number[] = [];
-  const buffer = new Uint8Array(1);
-  try {
-    for (;;) {
-      const n = await stdin.read(buffer);
-      if (n === null) break;
-      const c = buffer[0];
-      if (c === 10 || c === 13) break;
-      if (terminal && c === 3) throw new UsageError("passwd: interrupted");
-      if (terminal && (c === 127 || c === 8)) {
-        bytes.pop();
-        continue;
-      }
-      bytes.push(c);
-    }
-  } finally {
-    if (terminal) {
-      stdin.setRaw(false);
-      Deno.stderr.writeSync(encoder.encode("\n"));
-    }
-  }
-  return new TextDecoder().decode(new Uint8Array(bytes));
-}
-
-/** `cli.ts passwd FILE USER`: adds or changes a user; the password comes from a prompt or stdin. */
-async function passwd(args: string[]): Promise<number> {
-  if (args.length !== 2 || args[0].startsWith("-") || args[1].startsWith("-")) {
-    console.error(
-      "error: usage: cli.ts passwd FILE USER (the password is read from the terminal or stdin)",
-    );
-    return 2;
-  }
-  const [file, user] = args;
-  if (user.includes(":") || user === "") {
-    console.error(`error: passwd: user name must be non-empty and must not contain ":"`);
-    return 2;
-  }
-  try {
-    const password = await readPasswordLine("Password: ");
-    if (Deno.stdin.isTerminal() && (await readPasswordLine("Reenter password: ")) !== password) {
-      console.error("error: passwd: the passwords do not match");
-      return 2;
-    }
-    if (password === "") {
-      console.error("error: passwd: empty password");
-      return 2;
-    }
-    await setPasswordInFile(file, user, password);
-  } catch (error) {
-    console.error(`error: passwd ${file}: ${errorText(error)}`);
-    return error instanceof UsageError ? 2 : 1;
-  }
-  return 0;
 }
 
 if (import.meta.main) {

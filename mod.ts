@@ -115,3 +115,51 @@ export {
   type StunnelConfigOptions,
   type StunnelDebugLevel,
 } from "./src/transport/psk_sidecar.ts";
+export {
+  type ConfReader,
+  DENO_READER,
+  loadMosquittoConf,
+  MosquittoConfError,
+  type MosquittoConfig,
+  type MosquittoSettings,
+  parseMosquittoConf,
+} from "./src/config/mosquitto_conf.ts";
+export {
+  type ListenerAuthConfig,
+  type ListenerConfig,
+  ListenerConfigError,
+  listenerName,
+  type ListenerTlsConfig,
+  parseListeners,
+} from "./src/config/listeners.ts";
+export {
+  type AuthHooks,
+  BRIDGE_TRANSPORT,
+  type ListenerAuth,
+  loadListenerAuth,
+  startListeners,
+  type StartListenersOptions,
+  type Stopper,
+} from "./src/config/listen.ts";
+export {
+  type BridgeAddress,
+  type BridgeConfig,
+  BridgeConfigError,
+  type BridgePskConfig,
+  type BridgeTlsConfig,
+  type BridgeTopic,
+  checkBridge,
+  checkBridgeTopic,
+  localFilter,
+  mapIncoming,
+  mapOutgoing,
+  parseBridges,
+  remoteFilter,
+} from "./src/bridge/bridge_config.ts";
+export {
+  type BridgeStats,
+  type RunningBridge,
+  type RunningBridges,
+  startBridges,
+  type StartBridgesOptions,
+} from "./src/bridge/start.ts";

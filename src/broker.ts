@@ -92,6 +92,13 @@ export interface ListenOptions {
    * rejection closes that connection only.
    */
   accept?: (conn: Deno.Conn) => Promise<BrokerConn>;
+  /**
+   * The listener's name: given to clients' `remoteAddress.listener`, so hooks can apply
+   * per-listener rules (see `handle()`).
+   */
+  name?: string;
+  /** Connections open at once through this listener; past it a new one is closed at once. */
+  maxConnections?: number;
 }
 
 /** A listening socket of the broker. */
@@ -151,7 +158,11 @@ function closeQuietly(conn: BrokerConn): void {
   }
 }
 
-function remoteOf(conn: BrokerConn, transport: string): RemoteAddress | undefined {
+function remoteOf(
+  conn: BrokerConn,
+  transport: string,
+  listener: string | undefined,
+): RemoteAddress | undefined {
   const addr = conn.remoteAddr as
     | { hostname?: string; port?: number; transport?: string }
     | undefined;
@@ -159,7 +170,9 @@ function remoteOf(conn: BrokerConn, transport: string): RemoteAddress | undefine
   const named = addr.transport === "tcp" || addr.transport === undefined
     ? transport
     : addr.transport;
-  return { hostname: addr.hostname, port: addr.port ?? 0, transport: named };
+  const remote: RemoteAddress = { hostname: addr.hostname, port: addr.port ?? 0, transport: named };
+  if (listener !== undefined) remote.listener = listener;
+  return remote;
 }
 
 /**
@@ -506,6 +519,17 @@ export class Broker extends EventTarget {
     let retryTimer: ReturnType<typeof setTimeout> | undefined;
     let wake: (() => void) | undefined;
     const accept = options.accept;
+    const name = options.name;
+    const maxConnections = options.maxConnections ?? Infinity;
+    let open = 0;
+    const serve = (conn: BrokerConn) => {
+      if (maxConnections === Infinity) {
+        this.handle(conn, transport, name); // never rejects
+        return;
+      }
+      open++;
+      this.handle(conn, transport, name).finally(() => open--);
+    };
     const loop = async () => {
       while (!stopped) {
         let conn: Deno.Conn;
@@ -526,12 +550,17 @@ export class Broker extends EventTarget {
         } catch {
           // Not every connection kind has Nagle to turn off.
         }
+        if (open >= maxConnections) {
+          this.#counters.connectionsRefused++;
+          closeQuietly(conn);
+          continue;
+        }
         if (accept === undefined) {
-          this.handle(conn, transport); // never rejects
+          serve(conn);
           continue;
         }
         accept(conn).then(
-          (wrapped) => this.handle(wrapped, transport),
+          (wrapped) => serve(wrapped),
           (error) => {
             this.#log.warn(
               `${transport}: refused a connection: ${
@@ -563,7 +592,11 @@ export class Broker extends EventTarget {
       done,
     };
     this.#listeners.add(entry);
-    this.#log.info(`listening on ${transport} ${addr.hostname}:${addr.port}`);
+    this.#log.info(
+      `listening on ${transport} ${addr.hostname}:${addr.port}${
+        name === undefined ? "" : ` (listener ${name})`
+      }`,
+    );
     return Promise.resolve({
       hostname: addr.hostname,
       port: addr.port,
@@ -579,10 +612,13 @@ export class Broker extends EventTarget {
   /**
    * Serves one connection until it closes: any object with `read`, `write` and `close`
    * (`Deno.Conn`, a WebSocket adapter, a test double). Never rejects for anything the client does.
+   *
+   * `listener` names the listener the connection came in on; hooks see it as
+   * `client.remoteAddress.listener` (per-listener authentication and ACLs use it).
    */
-  handle(conn: BrokerConn, transport = "tcp"): Promise<void> {
-    if (this.#store === undefined) return this.#serve(conn, transport);
-    return this.#ready.then(() => this.#serve(conn, transport), () => {
+  handle(conn: BrokerConn, transport = "tcp", listener?: string): Promise<void> {
+    if (this.#store === undefined) return this.#serve(conn, transport, listener);
+    return this.#ready.then(() => this.#serve(conn, transport, listener), () => {
       // The store could not be opened: serve nobody.
       this.#closed = true;
       closeQuietly(conn);
@@ -591,7 +627,7 @@ export class Broker extends EventTarget {
 
   // Not async, and no promise chain of its own: per-connection objects add up over thousands
   // of idle clients. `run()` never rejects.
-  #serve(conn: BrokerConn, transport: string): Promise<void> {
+  #serve(conn: BrokerConn, transport: string, listener: string | undefined): Promise<void> {
     if (this.#closed) {
       closeQuietly(conn);
       return Promise.resolve();
@@ -603,7 +639,12 @@ export class Broker extends EventTarget {
       return Promise.resolve();
     }
     this.#ctx.now = Date.now() - this.#startedAt;
-    const connection = new Connection(this.#ctx, conn, remoteOf(conn, transport), overLimit);
+    const connection = new Connection(
+      this.#ctx,
+      conn,
+      remoteOf(conn, transport, listener),
+      overLimit,
+    );
     this.#connections.add(connection);
     this.#counters.connectionsTotal++;
     if (overLimit) this.#refusing++;

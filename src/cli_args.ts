@@ -9,6 +9,13 @@ import { LOG_LEVELS, type LogLevel } from "./logger.ts";
 import { DEFAULT_LIMITS, isBooleanLimit, LIMIT_RANGES, limitFlag, type Limits } from "./options.ts";
 
 import { VERSION } from "./version.ts";
+import { type BridgeConfig, parseBridges } from "./bridge/bridge_config.ts";
+import {
+  type ListenerAuthConfig,
+  type ListenerConfig,
+  parseListeners,
+} from "./config/listeners.ts";
+import { loadMosquittoConf, type MosquittoConfig } from "./config/mosquitto_conf.ts";
 
 export { VERSION };
 
@@ -37,6 +44,18 @@ export interface CliConfig {
   sysIntervalS: number;
   /** 5.0 Response Information prefix; undefined = none. */
   responseInformation?: string;
+  /** `--mosquitto-conf FILE`. */
+  mosquittoConf?: string;
+  /** Listeners from the JSON config or the mosquitto.conf; they replace the listener flags. */
+  listeners?: ListenerConfig[];
+  /** Bridges from the JSON config or the mosquitto.conf. */
+  bridges?: BridgeConfig[];
+  /** Broker-wide authentication from the mosquitto.conf (it replaces the auth flags). */
+  auth?: ListenerAuthConfig;
+  /** One log line per connect/disconnect (mosquitto's `connection_messages`). Default true. */
+  logConnections?: boolean;
+  /** mosquitto.conf directives accepted and ignored: one line each, logged at start. */
+  notes?: string[];
 }
 
 /** A bad flag or value: the CLI prints the message alone and exits 2. */
@@ -55,6 +74,7 @@ const STRING_FLAGS = {
   host: "host",
   "log-level": "logLevel",
   config: "config",
+  "mosquitto-conf": "mosquittoConf",
   "tls-cert": "tlsCert",
   "tls-key": "tlsKey",
   "psk-file": "pskFile",
@@ -92,7 +112,7 @@ export function helpText(): string {
     return `  --${flag.padEnd(31)} default ${DEFAULT_LIMITS[name]} (${min}..${max})`;
   });
   return `Usage: deno run --allow-net cli.ts [options]
-       deno run --allow-read=FILE --allow-write=FILE cli.ts passwd FILE USER
+       deno run --allow-read=FILE --allow-write=FILE cli.ts passwd [-c|-D|-b|-U] FILE ...
 
 A Deno-native MQTT 5.0 and 3.1.1 broker. Version ${VERSION}.
 
@@ -120,6 +140,8 @@ Other:
   --response-information PREFIX      5.0 Response Information: PREFIX + client id, when requested
   --log-level LEVEL                  ${LOG_LEVELS.join("|")} (default info)
   --config FILE                      JSON object of these options in camelCase; flags override it
+                                     (also "listeners" and "bridges" arrays, see README)
+  --mosquitto-conf FILE              read a mosquitto.conf (listeners, auth, limits, bridges)
   --help, --version
 Limits (see README for the action taken when each is hit):
 ${limitLines.join("\n")}
@@ -178,6 +200,25 @@ export function parseCliArgs(
   const values = parsed.values as Record<string, string | boolean | undefined>;
   // The config file's keys are the flags in camelCase; flags given on the command line win.
   const merged: Record<string, unknown> = {};
+  let listeners: ListenerConfig[] | undefined;
+  let bridges: BridgeConfig[] | undefined;
+  let mosquitto: MosquittoConfig | undefined;
+  if (typeof values["mosquitto-conf"] === "string") {
+    const path = values["mosquitto-conf"];
+    try {
+      mosquitto = loadMosquittoConf(path);
+    } catch (error) {
+      const text = error instanceof Error ? error.message : String(error);
+      throw new UsageError(text.startsWith(path) ? text : `--mosquitto-conf ${path}: ${text}`);
+    }
+    const s = mosquitto.settings;
+    for (const [name, value] of Object.entries(s.limits)) {
+      merged[limitFlag(name as keyof Limits)] = value;
+    }
+    if (s.dataDir !== undefined) merged["data-dir"] = s.dataDir;
+    if (s.sysIntervalS !== undefined) merged["sys-interval"] = s.sysIntervalS;
+    if (s.logLevel !== undefined) merged["log-level"] = s.logLevel;
+  }
   if (typeof values.config === "string") {
     let text: string;
     try {
@@ -207,14 +248,43 @@ export function parseCliArgs(
     known.set("tcp", "tcp");
     known.set("sysInterval", "sys-interval");
     for (const [key, value] of Object.entries(json as Record<string, unknown>)) {
+      try {
+        if (key === "listeners") listeners = parseListeners(value, "listeners");
+        else if (key === "bridges") bridges = parseBridges(value, "bridges");
+      } catch (error) {
+        throw new UsageError(`--config ${values.config}: ${(error as Error).message}`);
+      }
+      if (key === "listeners" || key === "bridges") continue;
       const flag = known.get(key);
-      if (flag === undefined || key === "config") {
+      if (flag === undefined || key === "config" || key === "mosquittoConf") {
         throw new UsageError(`--config ${values.config}: unknown key "${key}"`);
       }
       merged[flag] = value;
     }
   }
   for (const [flag, value] of Object.entries(values)) if (value !== undefined) merged[flag] = value;
+  if (mosquitto !== undefined) {
+    if (listeners !== undefined || bridges !== undefined) {
+      throw new UsageError(
+        `--mosquitto-conf: cannot be combined with "listeners" or "bridges" in --config`,
+      );
+    }
+    listeners = mosquitto.listeners;
+    bridges = mosquitto.bridges;
+  }
+  if (listeners !== undefined) {
+    const flags = ["host", "port", "no-tcp", "tcp", "tls-cert", "tls-key", "tls-port"];
+    flags.push("psk-file", "psk-port", "ws-port", "wss-port", "ws-path");
+    if (mosquitto !== undefined) flags.push("password-file", "acl-file", "allow-anonymous");
+    const clash = flags.find((f) => merged[f] !== undefined);
+    if (clash !== undefined) {
+      throw new UsageError(
+        `--${clash}: cannot be combined with ${
+          mosquitto ? "--mosquitto-conf (the file's listeners" : '"listeners" (they'
+        } replace the listener flags)`,
+      );
+    }
+  }
 
   const str = (flag: string): string | undefined => {
     const v = merged[flag];
@@ -286,13 +356,26 @@ export function parseCliArgs(
     help: bool("help") ?? false,
     version: bool("version") ?? false,
   };
+  if (listeners !== undefined) config.listeners = listeners;
+  if (bridges !== undefined && bridges.length > 0) config.bridges = bridges;
+  if (mosquitto !== undefined) {
+    config.mosquittoConf = values["mosquitto-conf"] as string;
+    config.auth = mosquitto.auth;
+    config.notes = mosquitto.notes;
+    if (mosquitto.settings.logConnections !== undefined) {
+      config.logConnections = mosquitto.settings.logConnections;
+    }
+  }
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     throw new UsageError(`--tls-cert and --tls-key go together`);
   }
   if (config.wssPort !== undefined && config.tlsCert === undefined) {
     throw new UsageError(`--wss-port needs --tls-cert and --tls-key`);
   }
-  if (!config.tcp && !config.tlsCert && !config.pskFile && config.wsPort === undefined) {
+  if (
+    !config.tcp && !config.tlsCert && !config.pskFile && config.wsPort === undefined &&
+    config.listeners === undefined
+  ) {
     throw new UsageError(`--no-tcp leaves no listener: add --tls-cert, --psk-file or --ws-port`);
   }
   return config;

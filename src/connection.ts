@@ -724,7 +724,9 @@ export class Connection implements ClientLink {
       if (code === REASON.serverBusy || code === REASON.quotaExceeded) {
         this.ctx.counters.connectionsRefused++;
       }
-      this.ctx.log.info(`refused CONNECT from ${JSON.stringify(this.client.clientId)}: ${err.message}`);
+      this.ctx.log.info(
+        `refused CONNECT from ${JSON.stringify(this.client.clientId)}: ${err.message}`,
+      );
       this.send({
         type: "connack",
         sessionPresent: false,

@@ -14,6 +14,8 @@ export interface RemoteAddress {
   port: number;
   /** "tcp", "tls", "ws", "wss", "psk" or whatever the transport says. */
   transport: string;
+  /** The listener the connection came in on (`ListenOptions.name`), when it has a name. */
+  listener?: string;
 }
 
 /** What hooks and events know about a connected client. */

@@ -243,6 +243,83 @@ export async function setPasswordInFile(
   await writeAtomically(path, lines.join("\n") + "\n");
 }
 
+/**
+ * Removes a user from a password file, like `mosquitto_passwd -D`. Every other line is kept.
+ *
+ * @example
+ * ```ts ignore
+ * import { deleteUserFromFile } from "./password_file.ts";
+ *
+ * if (!await deleteUserFromFile("/etc/denomq/passwords", "alice")) console.error("no alice");
+ * ```
+ *
+ * @param path The password file (it must exist and parse).
+ * @param username The user to remove.
+ * @returns `false` when the user was not in the file (the file is then left untouched).
+ * @throws {SyntaxError} When the file does not parse (it is left untouched).
+ */
+export async function deleteUserFromFile(path: string, username: string): Promise<boolean> {
+  const text = await Deno.readTextFile(path);
+  PasswordFile.parse(text, path);
+  const lines = text.split("\n");
+  if (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
+  const kept = lines.filter((l) => userOf(l) !== username);
+  if (kept.length === lines.length) return false;
+  await writeAtomically(path, kept.length === 0 ? "" : kept.join("\n") + "\n");
+  return true;
+}
+
+/**
+ * Hashes a plain-text `user:password` file in place, like `mosquitto_passwd -U`. Unlike
+ * `mosquitto_passwd`, a line that already holds a `$6$` or `$7$` hash is kept as it is (hashing a
+ * hash again would lock that user out); blank and `#` lines are kept.
+ *
+ * @param path The file.
+ * @param iterations PBKDF2 iterations, default {@link DEFAULT_ITERATIONS}.
+ * @returns How many lines were hashed, and how many were already hashes.
+ * @throws {SyntaxError} `path:line: reason` for a line without `user:`.
+ */
+export async function hashPlainTextFile(
+  path: string,
+  iterations: number = DEFAULT_ITERATIONS,
+): Promise<{ hashed: number; kept: number }> {
+  const text = await Deno.readTextFile(path);
+  const lines = text.split("\n");
+  if (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
+  let hashed = 0;
+  let kept = 0;
+  const out: string[] = [];
+  for (const [i, line] of lines.entries()) {
+    const t = line.trim();
+    if (t === "" || t.startsWith("#")) {
+      out.push(line);
+      continue;
+    }
+    const colon = line.indexOf(":");
+    const user = colon < 0 ? "" : line.slice(0, colon).trim();
+    if (user === "") throw new SyntaxError(`${path}:${i + 1}: expected "user:password"`);
+    const password = line.slice(colon + 1).replace(/\r$/, "");
+    if (/^\$[67]\$/.test(password.trim())) {
+      out.push(line);
+      kept++;
+      continue;
+    }
+    out.push(`${user}:${await hashPassword(password, iterations)}`);
+    hashed++;
+  }
+  const result = out.join("\n") + (out.length > 0 ? "\n" : "");
+  PasswordFile.parse(result, path); // never write a file the broker cannot read
+  await writeAtomically(path, result);
+  return { hashed, kept };
+}
+
+function userOf(line: string): string | undefined {
+  const t = line.trim();
+  if (t.startsWith("#")) return undefined;
+  const colon = t.indexOf(":");
+  return colon < 0 ? undefined : t.slice(0, colon).trim();
+}
+
 function granted(name: "read" | "write", path: string): boolean {
   try {
     return Deno.permissions.querySync({ name, path }).state === "granted";
