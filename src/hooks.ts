@@ -28,6 +28,11 @@ export interface ClientInfo {
   remoteAddress?: RemoteAddress;
   /** 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), once the CONNECT is read. */
   protocolVersion?: ProtocolVersion;
+  /**
+   * Set when the CONNECT carried mosquitto's bridge flag (protocol level | 0x80, its
+   * `try_private`): every subscription of the session gets No Local and Retain As Published.
+   */
+  bridge?: boolean;
 }
 
 /** What the `authenticate` hook is asked about. */

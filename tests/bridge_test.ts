@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import type mqtt from "npm:mqtt@5.16.0";
-import { Broker } from "../mod.ts";
+import { Broker, type BrokerOptions } from "../mod.ts";
 import { createLogger } from "../src/logger.ts";
 import { SqlitePersistence } from "../src/persistence/sqlite.ts";
 import type { BridgeConfig } from "../src/bridge/bridge_config.ts";
@@ -71,6 +71,7 @@ async function withRemote(
   kind: "mosquitto" | "ours",
   fn: (remote: Remote, dir: string) => Promise<void>,
   lines: string[] = [],
+  ours: Omit<BrokerOptions, "persistence" | "logLevel"> = {},
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "denomq-bridge-" });
   const port = freePort();
@@ -84,6 +85,7 @@ async function withRemote(
       port,
       async start() {
         broker = new Broker({
+          ...ours,
           logLevel: "silent",
           persistence: new SqlitePersistence({ dir: `${dir}/remote` }),
         });
@@ -210,11 +212,12 @@ async function flows(
     const stats = bridge.stats();
     assert.equal(stats.connected, true);
     assert.ok(stats.echoesDropped >= 1, "the local echo of shared/b was dropped");
-    // mosquitto takes try_private and sends nothing back; ours refuses it (CONNACK 0x01), the
-    // bridge goes on without and drops the remote's echo of shared/a itself.
-    // With MQTT 5, No Local at the remote does the same.
-    assert.equal(stats.asBridge, remoteKind === "mosquitto" && !v5);
-    assert.equal(stats.echoesDropped, remoteKind === "mosquitto" ? 1 : 2);
+    // mosquitto and ours take try_private and send nothing back (only the local echo of shared/b
+    // is dropped); a remote that refuses it (CONNACK 0x01), the bridge goes on without and drops
+    // the remote's echo of shared/a itself. With MQTT 5, No Local at the remote does the same.
+    const refusing = remoteKind === "ours refusing the bridge flag";
+    assert.equal(stats.asBridge, !v5 && !refusing);
+    assert.equal(stats.echoesDropped, refusing ? 2 : 1);
   } finally {
     await Promise.all(clients.map((c) => c.endAsync()));
     await bridges?.close();
@@ -242,9 +245,23 @@ Deno.test({
 });
 
 Deno.test({
-  name: "bridge to another of ours: try_private refused, the bridge drops echoes: no loop",
+  name: "bridge to another of ours: try_private taken (No Local at the remote): no loop",
   async fn() {
     await withRemote("ours", (remote) => flows(remote.port, "ours"));
+  },
+});
+
+Deno.test({
+  name: "bridge to a remote that refuses try_private: retried without, echoes dropped: no loop",
+  async fn() {
+    // CONNACK 0x01 for the bridge flag, as brokers without it (and ours before it) answer.
+    const authenticate = (request: { bridge?: boolean }) => request.bridge === true ? 0x01 : true;
+    await withRemote(
+      "ours",
+      (remote) => flows(remote.port, "ours refusing the bridge flag"),
+      [],
+      { authenticate },
+    );
   },
 });
 

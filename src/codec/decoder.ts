@@ -501,9 +501,27 @@ function checkFlags(flags: number, expected: number, name: string, specRef: stri
 
 function decodeConnect(r: Reader): ConnectPacket {
   const protocolName = r.string("protocol name");
-  const protocolLevel = r.u8("protocol level");
+  const levelByte = r.u8("protocol level");
+  // mosquitto's bridge flag (try_private): the level with its top bit set.
+  const bridge = (levelByte & 0x80) !== 0;
+  const protocolLevel = levelByte & 0x7f;
   const flags = r.u8("connect flags");
   const keepAlive = r.u16("keep alive");
+  if (bridge) {
+    const packet = decodeConnectLevel(r, protocolName, protocolLevel, flags, keepAlive);
+    packet.bridge = true;
+    return packet;
+  }
+  return decodeConnectLevel(r, protocolName, protocolLevel, flags, keepAlive);
+}
+
+function decodeConnectLevel(
+  r: Reader,
+  protocolName: string,
+  protocolLevel: number,
+  flags: number,
+  keepAlive: number,
+): ConnectPacket {
   if (protocolName === "MQTT" && protocolLevel === 5) {
     return decodeConnectV5(r, protocolName, protocolLevel, flags, keepAlive);
   }

@@ -498,7 +498,7 @@ function encodeConnect(packet: ConnectPacket): Uint8Array {
   }
   const w = new Writer(0x10, remaining);
   w.string(packet.protocolName, nameLength);
-  w.u8(packet.protocolLevel);
+  w.u8(packet.bridge === true ? packet.protocolLevel | 0x80 : packet.protocolLevel);
   w.u8(flags);
   w.u16(packet.keepAlive);
   if (v5) writeBlock(w, packet.properties, propsLength);

@@ -275,8 +275,16 @@ export interface ConnectPacket {
   type: "connect";
   /** Protocol name as received: "MQTT" for 3.1.1 and 5.0, "MQIsdp" for 3.1. */
   protocolName: string;
-  /** Protocol level as received: 5 for MQTT 5.0, 4 for MQTT 3.1.1, 3 for MQTT 3.1. */
+  /**
+   * Protocol level: 5 for MQTT 5.0, 4 for MQTT 3.1.1, 3 for MQTT 3.1, without mosquitto's bridge
+   * bit (0x80), which is `bridge`.
+   */
   protocolLevel: number;
+  /**
+   * mosquitto's bridge flag (its `try_private`): the level was sent as `protocolLevel | 0x80`.
+   * The encoder sets the bit again.
+   */
+  bridge?: boolean;
   /** Clean Session (3.1.1) or Clean Start (5.0): the same bit. */
   cleanSession: boolean;
   /** Keep alive in seconds; 0 turns the mechanism off. */

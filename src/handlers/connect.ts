@@ -52,7 +52,7 @@ function logConnect(link: ClientLink, packet: ConnectPacket): void {
   const user = client.username === undefined ? "" : ` as user ${JSON.stringify(client.username)}`;
   link.ctx.log.info(
     `client ${JSON.stringify(client.clientId)} connected from ${from}${user} ` +
-      `(v${packet.protocolLevel}, clean ${
+      `(v${packet.protocolLevel}${packet.bridge === true ? " bridge" : ""}, clean ${
         packet.cleanSession ? 1 : 0
       }, keep-alive ${packet.keepAlive} s)`,
   );
@@ -90,6 +90,8 @@ export function handleConnect(link: ClientLink, packet: ConnectPacket): void | P
   }
   link.version = level as 3 | 4 | 5;
   link.client.protocolVersion = link.version;
+  // mosquitto's bridge flag: its subscriptions get No Local and Retain As Published (apply()).
+  if (packet.bridge === true) link.client.bridge = true;
   const props = packet.properties;
   if (level === 5) {
     link.v5 = {

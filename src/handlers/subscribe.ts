@@ -113,10 +113,13 @@ function apply(
       codes[i] = REASON.quotaExceeded;
       continue;
     }
+    // A bridge (mosquitto's bridge flag in CONNECT) gets neither its own messages back nor
+    // live messages stripped of their retain flag, as mosquitto does for try_private.
+    const bridge = link.client.bridge === true;
     const opts: SubscriptionOptions = {
       qos: codes[i] as QoS,
-      noLocal: requested.noLocal === true,
-      retainAsPublished: requested.retainAsPublished === true,
+      noLocal: requested.noLocal === true || bridge,
+      retainAsPublished: requested.retainAsPublished === true || bridge,
       retainHandling: requested.retainHandling ?? 0,
     };
     if (subscriptionId !== undefined) opts.subscriptionId = subscriptionId;
