@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type ConfReader, MosquittoConfError, parseMosquittoConf } from "./mosquitto_conf.ts";
 import { parseListeners } from "./listeners.ts";
+import { parseCliArgs } from "../cli_args.ts";
 import { mapIncoming, mapOutgoing, parseBridges } from "../bridge/bridge_config.ts";
 
 /** A reader over an in-memory tree of files. */
@@ -376,4 +377,31 @@ Deno.test("mosquitto.conf: the default listener opens with listener settings, no
     { port: 1884, tls: { certFile: "c.pem", keyFile: "k.pem" } },
     { port: 1999 },
   ]);
+});
+
+Deno.test("mosquitto.conf: max_keepalive and memory_limit map onto maxKeepAlive and memoryLimit", () => {
+  const conf = parse("max_keepalive 60\nmemory_limit 1048576\n");
+  assert.deepEqual(conf.settings.limits, { maxKeepAlive: 60, memoryLimit: 1_048_576 });
+  assert.equal(conf.notes.length, 0, "no 'ignored' note any more");
+  assert.equal(parse("memory_limit 0\n").settings.limits.memoryLimit, 0);
+  // mosquitto 2.0.11: "Error: Invalid max_keepalive value (5)."
+  refused("max_keepalive 5\n", 1, "max_keepalive", /between 10 and 65535/);
+  refused("max_keepalive 65536\n", 1, "max_keepalive", /between 10 and 65535/);
+});
+
+Deno.test("mosquitto.conf through the CLI: max_keepalive and memory_limit reach the limits", () => {
+  const file = Deno.makeTempFileSync({ suffix: ".conf" });
+  try {
+    Deno.writeTextFileSync(file, "listener 0 127.0.0.1\nmax_keepalive 30\nmemory_limit 4096\n");
+    const config = parseCliArgs(["--mosquitto-conf", file]);
+    assert.equal(config.limits.maxKeepAlive, 30);
+    assert.equal(config.limits.memoryLimit, 4096);
+    // A flag still wins over the file.
+    assert.equal(
+      parseCliArgs(["--mosquitto-conf", file, "--max-keepalive", "40"]).limits.maxKeepAlive,
+      40,
+    );
+  } finally {
+    Deno.removeSync(file);
+  }
 });
