@@ -12,7 +12,7 @@ import { createLogger } from "../src/logger.ts";
 import { SqlitePersistence } from "../src/persistence/sqlite.ts";
 import type { BridgeConfig } from "../src/bridge/bridge_config.ts";
 import { type RunningBridges, startBridges } from "../src/bridge/bridge.ts";
-import { connectMqtt } from "./_mqttjs.ts";
+import { collect, connectMqtt } from "./_mqttjs.ts";
 import { HAVE_MOSQUITTO, startOurs } from "./_conf_brokers.ts";
 import { freePort, isListening, spawn, type Spawned, waitFor, which } from "./_util.ts";
 import { makeCertificates } from "./_security.ts";
@@ -262,6 +262,54 @@ Deno.test({
       [],
       { authenticate },
     );
+  },
+});
+
+/**
+ * A live retained message published here on an `out` topic reaches the remote retained: the
+ * bridge's session here carries the bridge flag, so it gets Retain As Published.
+ */
+async function liveRetained(remotePort: number): Promise<void> {
+  const [broker, localPort] = await localBroker();
+  let bridges: RunningBridges | undefined;
+  const clients: mqtt.MqttClient[] = [];
+  try {
+    bridges = await startBridges(broker, [bridgeTo(remotePort)], { log: silent });
+    await bridges.bridges[0].connected();
+    const before = await connectMqtt(remotePort, { clientId: "rbefore" });
+    clients.push(before);
+    const live = watch(before);
+    await before.subscribeAsync("site/gw/#", { qos: 1 });
+    const pub = await connectMqtt(localPort, { clientId: "lpub" });
+    clients.push(pub);
+    await pub.publishAsync("gw/out/r", "kept", { qos: 1, retain: true });
+    await waitFor(() => count(live, "site/gw/r", "kept") === 1, 10_000, "live at the remote");
+    // Stored there as retained: a new subscriber gets it with retain 1.
+    const after = await connectMqtt(remotePort, { clientId: "rafter" });
+    clients.push(after);
+    const got = collect(after);
+    await after.subscribeAsync("site/gw/r", { qos: 1 });
+    await waitFor(() => got.length === 1, 10_000, "retained at the remote");
+    assert.deepEqual(got, [{ topic: "site/gw/r", payload: "kept", qos: 1, retain: true }]);
+  } finally {
+    await Promise.all(clients.map((c) => c.endAsync()));
+    await bridges?.close();
+    await broker.close();
+  }
+}
+
+Deno.test({
+  name: "bridge to another of ours: a live retained message goes out retained",
+  async fn() {
+    await withRemote("ours", (remote) => liveRetained(remote.port));
+  },
+});
+
+Deno.test({
+  name: "bridge to mosquitto: a live retained message goes out retained",
+  ignore: !HAVE_MOSQUITTO,
+  async fn() {
+    await withRemote("mosquitto", (remote) => liveRetained(remote.port));
   },
 });
 

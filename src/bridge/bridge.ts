@@ -101,6 +101,22 @@ export interface RunningBridges {
   close(): Promise<void>;
 }
 
+/**
+ * Sends mosquitto's bridge flag (protocol level | 0x80) in the client's CONNECT while `when()`.
+ * MQTT.js has no option for it, but its packet writer (mqtt-packet) has: add it to the CONNECT
+ * packet. The local clients always send it: this broker then gives their subscriptions Retain As
+ * Published, so live retained messages go out retained, as from mosquitto's bridges.
+ */
+function withBridgeFlag(remote: mqtt.MqttClient, when: () => boolean): mqtt.MqttClient {
+  const client = remote as unknown as {
+    _writePacket(packet: { cmd: string; bridgeMode?: boolean }, cb?: unknown): void;
+  };
+  const write = client._writePacket.bind(client);
+  client._writePacket = (packet, cb) =>
+    write(packet.cmd === "connect" && when() ? { ...packet, bridgeMode: true } : packet, cb);
+  return remote;
+}
+
 const ECHO_TTL_MS = 5 * 60_000;
 const MAX_ECHOES = 10_000;
 
@@ -255,23 +271,28 @@ class Bridge implements RunningBridge {
     }
     const localId = c.localClientId ?? `local.${this.#clientId}`;
     const local = (id: string, clean: boolean) =>
-      new MqttClient(() => {
-        const pair = memoryPair({ hostname: "bridge", port: 0, transport: BRIDGE_TRANSPORT });
-        this.#broker.handle(pair.conn, BRIDGE_TRANSPORT, `bridge:${this.name}`);
-        return pair.stream;
-      }, {
-        clientId: id,
-        clean,
-        protocolVersion: 4,
-        // An in-memory link cannot die silently; and while the remote is away this client holds
-        // its next packet on purpose, so it could not answer pings anyway.
-        keepalive: 0,
-        reconnectPeriod: 1000,
-        username: c.localUsername,
-        password: c.localPassword,
-        resubscribe: false,
-        timerVariant: "native",
-      });
+      withBridgeFlag(
+        new MqttClient(() => {
+          const pair = memoryPair({ hostname: "bridge", port: 0, transport: BRIDGE_TRANSPORT });
+          this.#broker.handle(pair.conn, BRIDGE_TRANSPORT, `bridge:${this.name}`);
+          return pair.stream;
+        }, {
+          clientId: id,
+          clean,
+          protocolVersion: 4,
+          // An in-memory link cannot die silently; and while the remote is away this client holds
+          // its next packet on purpose, so it could not answer pings anyway.
+          keepalive: 0,
+          reconnectPeriod: 1000,
+          username: c.localUsername,
+          password: c.localPassword,
+          resubscribe: false,
+          timerVariant: "native",
+          // Connected at once below, once the CONNECT writer is wrapped.
+          manualConnect: true,
+        }),
+        () => true,
+      ).connect();
     if (c.notifications !== false) {
       await this.#broker.publish({
         topic: this.#notificationTopic,
@@ -379,18 +400,8 @@ class Bridge implements RunningBridge {
         ? { topic: this.#notificationTopic, payload: Buffer.from("0"), qos: 1, retain: true }
         : undefined,
     });
-    // mosquitto's try_private: protocol level 4 | 0x80 in CONNECT. MQTT.js has no option for
-    // it, but its packet writer (mqtt-packet) has: add it to the CONNECT packet. With MQTT 5,
-    // No Local on the subscriptions instead.
-    const client = remote as unknown as {
-      _writePacket(packet: { cmd: string; bridgeMode?: boolean }, cb?: unknown): void;
-    };
-    const write = client._writePacket.bind(client);
-    client._writePacket = (packet, cb) =>
-      write(
-        packet.cmd === "connect" && this.#private ? { ...packet, bridgeMode: true } : packet,
-        cb,
-      );
+    // mosquitto's try_private; with MQTT 5, No Local on the subscriptions instead.
+    withBridgeFlag(remote, () => this.#private);
     const inTopics = c.topics.filter((t) => t.direction !== "out");
     remote.handleMessage = (packet, callback) => {
       this.#incoming(packet).then(() => callback(), (error) => {
