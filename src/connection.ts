@@ -9,6 +9,7 @@ import type { Decoder } from "./codec/decoder.ts";
 import {
   encodeAck,
   encodePacket,
+  encodePublishPrefix,
   encodeWithin,
   PINGRESP_BYTES,
   type PublishDelivery,
@@ -488,7 +489,11 @@ export class Connection implements ClientLink {
         this.#append(message.encoded(qos, retain), packetId, payload.length + 2);
       } else {
         // The payload as the decoder (or publish()) made it, shared by every delivery.
-        this.#append(message.frame().header(4, qos, retain, false, qos ? packetId : 0), 0, 0);
+        this.#append(
+          encodePublishPrefix(message.topic, payload.length, qos, retain, false, packetId),
+          0,
+          0,
+        );
         this.#append(payload, 0, 0);
       }
       this.ctx.counters.messagesOut++;
