@@ -10,20 +10,7 @@ import {
   MOSQUITTO,
   startBroker,
 } from "./_harness.ts";
-import {
-  concat,
-  connect,
-  disconnect,
-  hex,
-  packet,
-  PROP,
-  property,
-  publish,
-  RC,
-  str,
-  TYPE,
-  u16,
-} from "./_raw.ts";
+import { concat, connect, disconnect, hex, packet, PROP, publish, RC, TYPE } from "./_raw.ts";
 
 Deno.test(
   "CONNECT 5.0: CONNACK 0x00 is the first packet, well formed, Session Present 0 on Clean Start [MQTT-3.2.0-1] [MQTT-3.2.2-1] [MQTT-3.2.2-2]",
@@ -512,5 +499,3 @@ Deno.test(
     await second.expectNothing();
   },
 );
-
-void property, str, u16;

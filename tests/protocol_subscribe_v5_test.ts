@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { expectDisconnectOrMosquittoClose, MOSQUITTO, startBroker } from "./_harness.ts";
 import type { RunningBroker } from "./_harness.ts";
-import { hex, PROP, publish, pubrec, RC, subscribe5, TYPE } from "./_raw.ts";
+import { hex, PROP, publish, RC, subscribe5, TYPE } from "./_raw.ts";
 import type { Publish5, RawClient } from "./_raw.ts";
 
 /** Publishes a retained message from a fresh client and waits for its PUBACK. */
@@ -401,5 +401,3 @@ Deno.test(
     assert.deepEqual(un.reasonCodes, [0]);
   },
 );
-
-void pubrec;
