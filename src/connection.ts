@@ -4,10 +4,12 @@
  *
  * @module
  */
+import { giveSlab, SLAB_BYTES, takeSlab } from "./_write_slabs.ts";
 import type { Decoder } from "./codec/decoder.ts";
 import {
   encodeAck,
   encodePacket,
+  encodePublishPrefix,
   encodeWithin,
   PINGRESP_BYTES,
   type PublishDelivery,
@@ -35,8 +37,13 @@ const MIN_READ = 64;
 const MAX_READ = 64 * 1024;
 // A connection told to close after its last bytes are written gets this long to write them.
 const LINGER_MS = 5_000;
+// A backlogged subscriber that takes nothing for this long stops pacing its publishers.
+const STALL_MS = 500;
 
 const NO_CHUNKS: Uint8Array[] = [];
+// A 3.1.1 payload at least this long is queued as it is, after its own small header, instead of
+// in a copy of the whole encoded packet: a copy less per message, and per queued message.
+const SHARED_PAYLOAD_BYTES = 256;
 
 function yieldTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -96,6 +103,8 @@ export class Connection implements ClientLink {
   #patches: number[] = NO_NUMBERS;
   #queuedBytes = 0;
   #writingBytes = 0;
+  // The pooled buffer the write in progress reads from, given back when it completes.
+  #slab: Uint8Array | undefined;
 
   constructor(
     ctx: BrokerContext,
@@ -258,6 +267,7 @@ export class Connection implements ClientLink {
         if (this.isClosed) break;
         counters.bytesIn += n;
         this.lastActivity = this.ctx.now;
+        memory.backlogged = undefined;
         // Anything but CONNECT first is refused from its first byte, not after waiting for a
         // body it announces [MQTT-3.1.0-1].
         if (!this.connected && !this.#firstByteChecked && buffer[0] !== 0x10) {
@@ -299,6 +309,17 @@ export class Connection implements ClientLink {
           if (decoder === shared) shared.reset();
           this.#violation(error);
           break;
+        }
+        // A session this read's messages backed up (its queue past its high-water mark): wait for
+        // it to drain, so the publisher runs at the subscriber's pace instead of filling its
+        // queue. A subscriber that does not move within STALL_MS is marked stuck and skipped.
+        const backlog = memory.takeBacklogged();
+        if (backlog !== undefined) {
+          const wait = backlog.drained(STALL_MS);
+          this.#rareState().cancelRoom = wait.cancel;
+          await wait.promise;
+          this.#rare!.cancelRoom = undefined;
+          if (this.isClosed) break;
         }
         // Over the memory budget a client whose PUBLISHes were routed is not read from until
         // there is room again: the kernel's TCP window then slows it, as mosquitto's
@@ -463,7 +484,18 @@ export class Connection implements ClientLink {
         this.ctx.counters.messagesOut++;
         return true;
       }
-      this.#append(message.encoded(qos, retain), packetId, message.payload.length + 2);
+      const payload = message.payload;
+      if (payload.length < SHARED_PAYLOAD_BYTES) {
+        this.#append(message.encoded(qos, retain), packetId, payload.length + 2);
+      } else {
+        // The payload as the decoder (or publish()) made it, shared by every delivery.
+        this.#append(
+          encodePublishPrefix(message.topic, payload.length, qos, retain, false, packetId),
+          0,
+          0,
+        );
+        this.#append(payload, 0, 0);
+      }
       this.ctx.counters.messagesOut++;
       return true;
     }
@@ -561,7 +593,13 @@ export class Connection implements ClientLink {
     } else if (chunks.length === 1 && this.#patches[0] === 0) {
       data = chunks[0];
     } else {
-      data = new Uint8Array(this.#queuedBytes);
+      const size = this.#queuedBytes;
+      if (size <= SLAB_BYTES) {
+        this.#slab = takeSlab();
+        data = this.#slab.subarray(0, size);
+      } else {
+        data = new Uint8Array(size);
+      }
       const patches = this.#patches;
       let offset = 0;
       for (let i = 0; i < chunks.length; i++) {
@@ -609,6 +647,10 @@ export class Connection implements ClientLink {
 
   #written(): void {
     this.#writing = false;
+    if (this.#slab !== undefined) {
+      giveSlab(this.#slab);
+      this.#slab = undefined;
+    }
     this.ctx.counters.memory.release(this.#writingBytes);
     this.#writingBytes = 0;
     if (this.#isClosed) return;

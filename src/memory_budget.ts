@@ -13,6 +13,16 @@
  */
 export const ENTRY_OVERHEAD = 96;
 
+/** A session a publisher can wait for. */
+export interface Backlogged {
+  /**
+   * Resolves once the queue is down to its low-water mark, or when the session made no progress
+   * for `stallMs` (it is then marked stuck and stops pacing publishers until it moves again), or
+   * on `cancel`.
+   */
+  drained(stallMs: number): { promise: Promise<void>; cancel: () => void };
+}
+
 /**
  * Counts the bytes the budget covers and keeps the publishers that wait for room. Every holder
  * charges and releases its own bytes; nothing is recomputed.
@@ -20,6 +30,11 @@ export const ENTRY_OVERHEAD = 96;
 export class MemoryBudget {
   /** Bytes over which the broker sheds load; 0 = no limit (accounting still runs). */
   limit = 0;
+  /**
+   * The last online session whose queue passed its high-water mark while a read's packets
+   * were dispatched: that read's publisher waits for it to drain (or to be found stuck).
+   */
+  backlogged: Backlogged | undefined = undefined;
   /** Bytes held now. */
   used = 0;
   #waiters: (() => void)[] = [];
@@ -27,6 +42,22 @@ export class MemoryBudget {
   /** Whether the budget is used up: QoS 0 to a backlogged session is dropped, publishers pause. */
   get over(): boolean {
     return this.limit > 0 && this.used >= this.limit;
+  }
+
+  /** Returns and clears {@linkcode MemoryBudget.backlogged}. */
+  takeBacklogged(): Backlogged | undefined {
+    const backlogged = this.backlogged;
+    this.backlogged = undefined;
+    return backlogged;
+  }
+
+  /**
+   * Whether usage is at half the limit or more: from there QoS 0 for sessions with a backlog, and
+   * anything for a session found stuck, is dropped, so that what a stuck subscriber holds cannot
+   * by itself reach the limit and pause every publisher.
+   */
+  get shedding(): boolean {
+    return this.limit > 0 && this.used * 2 >= this.limit;
   }
 
   /** Adds held bytes. */

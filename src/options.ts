@@ -75,9 +75,10 @@ export interface Limits {
   /** Whether a SUBSCRIBE may carry a Subscription Identifier. Off: DISCONNECT 0xA1 for one that does. Default true. */
   subscriptionIdentifierAvailable: boolean;
   /** Bytes of queued and in-flight messages (all sessions), retained messages and unwritten socket
-   * bytes the broker may hold (mosquitto's `memory_limit`); 0 = no limit. When reached: QoS 0 messages
-   * for sessions with a backlog are dropped (`memoryLimit`), then every publisher's reads pause until
-   * usage is back under 7/8 of it; a 5.0 QoS 1/2 PUBLISH gets PUBACK/PUBREC 0x97 instead. Default 0. */
+   * bytes the broker may hold (mosquitto's `memory_limit`); 0 = no limit. From half of it, QoS 0 messages for
+   * sessions with a backlog (and any message for a session that has taken nothing for 500 ms) are
+   * dropped (`dropped.memoryLimit`); at the limit, publishers are not read until usage is back under
+   * 7/8 of it, and a 5.0 QoS 1/2 PUBLISH gets PUBACK/PUBREC 0x97. Default 0. */
   memoryLimit: number;
 }
 

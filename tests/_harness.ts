@@ -64,6 +64,11 @@ export interface V5Knobs {
   responseInformation?: string;
   /** Installs the test's enhanced authentication method {@link TEST_AUTH_METHOD} (ours). */
   challengeAuth?: boolean;
+  /**
+   * One topic nobody may publish or subscribe to (ours: `authorizePublish`/`authorizeSubscribe`
+   * hooks; mosquitto: an acl_file with `topic deny` for it and `topic readwrite #`).
+   */
+  denyTopic?: string;
 }
 
 /**
@@ -122,6 +127,11 @@ export function ourV5Options(
   if (v5.responseInformation !== undefined) options.responseInformation = v5.responseInformation;
   if (v5.challengeAuth) {
     options.authenticateEnhanced = (step: TestAuthStep) => challengeAuth(step);
+  }
+  if (v5.denyTopic !== undefined) {
+    const deny = v5.denyTopic;
+    options.authorizePublish = (_c: unknown, topic: string) => topic !== deny;
+    options.authorizeSubscribe = (_c: unknown, filter: string) => filter !== deny;
   }
   return { limits, options };
 }
@@ -258,6 +268,16 @@ async function startMosquitto(options: StartOptions): Promise<Started> {
     ...mosquittoV5Config(options.v5 ?? {}),
     ...(options.mosquittoConfig ?? []),
   ];
+  if (options.v5?.denyTopic !== undefined) {
+    await Deno.writeTextFile(
+      `${dir}/acl`,
+      `topic deny ${options.v5.denyTopic}\ntopic readwrite #\n`,
+    );
+    // mosquitto (started as root) reads the ACL after dropping to its own user.
+    await Deno.chmod(dir, 0o755);
+    await Deno.chmod(`${dir}/acl`, 0o644);
+    config.push(`acl_file ${dir}/acl`);
+  }
   const logToStderr = Deno.env.get("MQTT_TEST_MOSQUITTO_LOG") === "1";
   if (logToStderr) config.push("log_dest stderr", "log_type all");
   await Deno.writeTextFile(`${dir}/mosquitto.conf`, config.join("\n") + "\n");

@@ -863,6 +863,13 @@ export function parsePublish5(p: RawPacket): Publish5 {
     assert.notEqual(packetId, 0, "PUBLISH with QoS > 0 must have a non-zero packet id");
   }
   const [props, end] = readProperties(p.body, offset);
+  assert.ok(qos > 0 || (p.flags & 0x08) === 0, "DUP must be 0 on a QoS 0 PUBLISH [MQTT-3.3.1-2]");
+  for (const id of props.all(PROP.SUBSCRIPTION_IDENTIFIER)) {
+    assert.ok((id as number) > 0, "Subscription Identifier 0 is not allowed (3.3.2.3.8)");
+  }
+  if (props.has(PROP.TOPIC_ALIAS)) {
+    assert.ok((props.get(PROP.TOPIC_ALIAS) as number) > 0, "Topic Alias 0 [MQTT-3.3.2-8]");
+  }
   const payload = p.body.slice(end);
   return {
     topic,

@@ -54,3 +54,42 @@ Deno.test("cli 5.0: --max-keepalive 60 gives Server Keep Alive 60; --acl-file de
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cli 5.0: the 5.0 flags show in CONNACK (Receive Maximum, Topic Alias Maximum, Maximum QoS, Retain/Wildcard/Shared/Subscription Identifier Available, Session Expiry, Response Information)", async () => {
+  const port = freePort();
+  const cli = spawn(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    CLI,
+    ...["--host", "127.0.0.1", "--port", String(port)],
+    ...["--receive-maximum", "7", "--topic-alias-maximum", "3", "--max-qos", "1"],
+    ...["--retain-available", "false", "--wildcard-subscription-available", "false"],
+    ...["--shared-subscription-available", "false"],
+    ...["--subscription-identifier-available", "false"],
+    ...["--max-session-expiry", "30", "--response-information", "rsp/"],
+  ], { cwd: ROOT, deadlineMs: 30_000 });
+  const c = await (async () => {
+    await cli.waitForOutput("stderr", `listening on tcp 127.0.0.1:${port}`);
+    return await RawClient.connect(port, "flags");
+  })();
+  try {
+    const ack = await c.handshake5({
+      clientId: "cli5-flags",
+      properties: [[PROP.SESSION_EXPIRY_INTERVAL, 3600], [PROP.REQUEST_RESPONSE_INFORMATION, 1]],
+    });
+    const p = ack.properties;
+    assert.equal(p.get(PROP.RECEIVE_MAXIMUM), 7);
+    assert.equal(p.get(PROP.TOPIC_ALIAS_MAXIMUM), 3);
+    assert.equal(p.get(PROP.MAXIMUM_QOS), 1);
+    assert.equal(p.get(PROP.RETAIN_AVAILABLE), 0);
+    assert.equal(p.get(PROP.WILDCARD_SUBSCRIPTION_AVAILABLE), 0);
+    assert.equal(p.get(PROP.SHARED_SUBSCRIPTION_AVAILABLE), 0);
+    assert.equal(p.get(PROP.SUBSCRIPTION_IDENTIFIER_AVAILABLE), 0);
+    assert.equal(p.get(PROP.SESSION_EXPIRY_INTERVAL), 30);
+    assert.ok(String(p.get(PROP.RESPONSE_INFORMATION)).startsWith("rsp/"));
+  } finally {
+    await c.close();
+    cli.kill("SIGTERM");
+    await cli.finished;
+  }
+});

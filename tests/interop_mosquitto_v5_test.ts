@@ -7,7 +7,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { startBroker } from "./_harness.ts";
+import { startBroker, waitFor } from "./_harness.ts";
 import { PROP } from "./_raw.ts";
 import { run, spawn, which } from "./_util.ts";
 import type { Spawned } from "./_util.ts";
@@ -180,4 +180,27 @@ test("mosquitto v5: mosquitto_rr's request carries its response topic; the respo
   const r = await rr.finished;
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(output(r.stdout), ["pong"]);
+});
+
+test("mosquitto v5: two mosquitto_sub in one shared subscription group get each message once between them", async () => {
+  await using b = await startBroker();
+  const args = (id: string) => [
+    ...["-i", id, "-q", "1", "-t", "$share/grp/v5/shared", "-W", "10", "-F", "%p"],
+  ];
+  const one = await sub(b.port, args("ms5-share-1"));
+  const two = await sub(b.port, args("ms5-share-2"));
+  const n = 10;
+  const pubber = await b.connect5({ clientId: "share-pub" }, "pub");
+  for (let i = 0; i < n; i++) {
+    await pubber.publish5({ topic: "v5/shared", qos: 1, packetId: i + 1, payload: String(i) });
+  }
+  // Everything published is acknowledged; the subscribers stop at their -W deadline or are killed.
+  const seen = () => [...output(one.stdout()), ...output(two.stdout())];
+  await waitFor(() => seen().length >= n, "every shared message", 10_000);
+  one.kill();
+  two.kill();
+  await Promise.all([one.finished, two.finished]);
+  const all = seen().map(Number).sort((x, y) => x - y);
+  assert.deepEqual(all, Array.from({ length: n }, (_, i) => i), "each message exactly once");
+  assert.ok(output(one.stdout()).length > 0 && output(two.stdout()).length > 0, "both took some");
 });

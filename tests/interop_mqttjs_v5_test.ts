@@ -11,7 +11,6 @@ import assert from "node:assert/strict";
 import mqtt from "npm:mqtt@5.16.0";
 import { MOSQUITTO, startBroker, TEST_AUTH_METHOD, waitFor } from "./_harness.ts";
 import type { StartOptions } from "./_harness.ts";
-import { PROP } from "./_raw.ts";
 
 interface Received {
   topic: string;
@@ -257,5 +256,3 @@ Deno.test({
     }
   },
 });
-
-void PROP;

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { startBroker } from "./_harness.ts";
-import { PROP } from "./_raw.ts";
+import { connect, PROP } from "./_raw.ts";
 
 const props: [number, number | string | Uint8Array | [string, string]][] = [
   [PROP.USER_PROPERTY, ["k", "v"]],
@@ -94,7 +94,6 @@ Deno.test("versions: 3.1.1 and 5.0 clients resume each other's session id", asyn
   await c4.subscribe(1, [["both/t", 1]]);
   await c4.close();
   const c5 = await b.client("c5");
-  const { connect } = await import("./_raw.ts");
   await c5.send(connect({
     version: 5,
     clientId: "both",
@@ -106,4 +105,27 @@ Deno.test("versions: 3.1.1 and 5.0 clients resume each other's session id", asyn
   const pub = await b.connect({ clientId: "both-pub" }, "pub");
   await pub.publish({ topic: "both/t", qos: 1, packetId: 1, payload: "x" });
   assert.equal((await c5.receive5()).text, "x", "the 3.1.1 subscription serves the 5.0 client");
+});
+
+Deno.test("versions: a 5.0 session (Session Expiry 60) is resumed by a 3.1.1 client without clean session", async () => {
+  await using b = await startBroker();
+  const c5 = await b.connect5({
+    clientId: "both5",
+    properties: [[PROP.SESSION_EXPIRY_INTERVAL, 60]],
+  }, "c5");
+  await c5.subscribe5(1, [["both5/t", { qos: 1 }]]);
+  await c5.close();
+  const pub = await b.connect5({ clientId: "both5-pub" }, "pub");
+  await pub.publish5({
+    topic: "both5/t",
+    qos: 1,
+    packetId: 1,
+    payload: "queued",
+    properties: [[PROP.USER_PROPERTY, ["k", "v"]]],
+  });
+  const c4 = await b.client("c4");
+  await c4.send(connect({ clientId: "both5", cleanSession: false }));
+  assert.deepEqual(await c4.expectConnack(), { sessionPresent: true, returnCode: 0 });
+  const m = await c4.receive();
+  assert.equal(m.text, "queued", "a plain 3.1.1 PUBLISH, no property bytes");
 });

@@ -244,6 +244,58 @@ export function encodePublish(
 }
 
 /**
+ * The bytes of a 3.1.1 PUBLISH that come before a payload of `payloadLength` bytes: fixed header,
+ * topic and, for QoS 1/2, the packet identifier. Queued before the payload itself, a forwarded
+ * message is sent without a copy of its payload in an encoded packet.
+ *
+ * @throws {TypeError} for a QoS, packet identifier or topic `encodePublish` refuses.
+ *
+ * @example Header, then the shared payload
+ * ```ts
+ * import { encodePublish, encodePublishPrefix } from "./encoder.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const payload = new TextEncoder().encode("21.5");
+ * const header = encodePublishPrefix("sensors/t", payload.length, 1, false, false, 7);
+ * assert.deepEqual(
+ *   [...header, ...payload],
+ *   [...encodePublish("sensors/t", payload, 1, false, false, 7)],
+ * );
+ * ```
+ */
+export function encodePublishPrefix(
+  topic: string,
+  payloadLength: number,
+  qos: QoS,
+  retain: boolean,
+  dup: boolean,
+  packetId?: number,
+): Uint8Array {
+  if (qos !== 0 && qos !== 1 && qos !== 2) {
+    throw new TypeError(`Cannot encode packet: PUBLISH QoS must be 0, 1 or 2, got ${qos}`);
+  }
+  const topicLength = utf8Length(topic);
+  if (topicLength > MAX_FIELD_LENGTH) {
+    throw new TypeError(`Cannot encode packet: topic is ${topicLength} bytes, over 65535`);
+  }
+  const id = qos === 0 ? 0 : packetId ?? 0;
+  if (qos !== 0) checkPacketId(id);
+  const remaining = 2 + topicLength + (qos === 0 ? 0 : 2) + payloadLength;
+  const out = new Uint8Array(1 + varintLength(remaining) + remaining - payloadLength);
+  // [MQTT-3.3.1-2] DUP is 0 for QoS 0 messages
+  out[0] = 0x30 | (dup && qos !== 0 ? 8 : 0) | (qos << 1) | (retain ? 1 : 0);
+  let p = writeVarint(out, 1, remaining);
+  out[p++] = topicLength >> 8;
+  out[p++] = topicLength & 0xff;
+  p = writeUtf8(topic, topicLength, out, p);
+  if (qos !== 0) {
+    out[p++] = id >> 8;
+    out[p] = id & 0xff;
+  }
+  return out;
+}
+
+/**
  * Encodes any MQTT 3.1.1 (`version` 3 or 4, the default) or 5.0 packet, client-to-server or
  * server-to-client. A CONNECT is written in the format of its own `protocolLevel`.
  *

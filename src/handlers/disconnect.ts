@@ -1,6 +1,7 @@
 /**
- * DISCONNECT from a client: the will is dropped [MQTT-3.14.4-3], except with 5.0 reason code 0x04
- * (Disconnect with Will Message); a 5.0 client may change its Session Expiry Interval, but not from 0 [MQTT-3.14.2-2].
+ * DISCONNECT from a client: the will is dropped [MQTT-3.14.4-3], in 5.0 only for reason code 0x00
+ * [MQTT-3.1.2-10]; a 5.0 client may change its Session Expiry Interval, but not from 0
+ * [MQTT-3.14.2-2].
  *
  * @module
  */
@@ -35,7 +36,10 @@ export function handleDisconnect(
       }
     }
   }
-  // 0x04: disconnect with will message — the will is published as for an abnormal close.
-  if (packet.reasonCode !== REASON.disconnectWithWillMessage) link.will = undefined;
+  // Only a normal disconnection (0x00) deletes the will [MQTT-3.1.2-10]: 0x04 asks for it, and a
+  // client ending with an error code (≥ 0x80) has its will published as for an abnormal close.
+  // (mosquitto 2.0.11 publishes it for 0x04 only.)
+  const code = packet.reasonCode ?? REASON.normalDisconnection;
+  if (code === REASON.normalDisconnection) link.will = undefined;
   link.close("disconnect", true);
 }

@@ -7,7 +7,7 @@
 import type { QoS, RetainHandling, Will } from "../codec/packet.ts";
 import type { AuthorizeForwardHook, ClientInfo } from "../hooks.ts";
 import type { Message } from "../message.ts";
-import { ENTRY_OVERHEAD } from "../memory_budget.ts";
+import { type Backlogged, ENTRY_OVERHEAD } from "../memory_budget.ts";
 import type { Limits } from "../options.ts";
 import type { Counters } from "../stats.ts";
 
@@ -107,13 +107,25 @@ export interface SessionContext {
   observer?: SessionObserver;
 }
 
+// State of a session publishers have waited for.
+interface DrainState {
+  stuck: boolean;
+  progress: number;
+  waiters: (() => void)[];
+}
+
+// The queue length (or bytes) past which a session's QoS 1/2 backlog paces its publishers.
+function backlogHigh(limit: number): number {
+  return Math.max(1, Math.floor(limit / 8));
+}
+
 const EMPTY_SUBSCRIPTIONS: ReadonlyMap<string, SubscriptionOptions> = new Map();
 const EMPTY_INFLIGHT: ReadonlyMap<number, Outgoing> = new Map();
 // Shared by every session whose queue is empty; replaced by a private array before a push.
 const EMPTY_QUEUE: (Outgoing | undefined)[] = [];
 
 /** State of one client id. */
-export class Session {
+export class Session implements Backlogged {
   readonly clientId: string;
   /** A clean session ends with its connection. */
   clean: boolean;
@@ -147,6 +159,8 @@ export class Session {
   #queuedBytes = 0;
   #nextPacketId = 1;
   #seq = 0;
+  // Publishers waiting for this session's QoS 1/2 backlog to drain (backpressure), if any.
+  #drain: DrainState | undefined;
 
   constructor(clientId: string, clean: boolean, client: ClientInfo, ctx: SessionContext) {
     this.clientId = clientId;
@@ -245,8 +259,8 @@ export class Session {
         }
         return;
       }
-      // Over the broker's memory budget, QoS 0 for a session with a backlog goes first.
-      if (ctx.counters.memory.over) {
+      // Past half the broker's memory budget, QoS 0 for a session with a backlog goes first.
+      if (ctx.counters.memory.shedding) {
         ctx.counters.dropped.memoryLimit++;
         return;
       }
@@ -330,11 +344,23 @@ export class Session {
       ctx.counters.dropped.queueFull++;
       return;
     }
+    if (this.#drain?.stuck === true && ctx.counters.memory.shedding) {
+      ctx.counters.dropped.memoryLimit++;
+      return;
+    }
     if (this.#queue === EMPTY_QUEUE) this.#queue = [];
     this.#queue.push(entry);
     this.#queuedBytes += size;
     ctx.counters.queued++;
     ctx.counters.memory.charge(size + ENTRY_OVERHEAD);
+    // A subscriber that reads (or acks) slower than its publishers send: pace them to it rather
+    // than fill the queue and drop. One that does not move at all is marked stuck and paces
+    // nobody.
+    if (
+      this.link !== undefined && !(this.#drain?.stuck ?? false) &&
+      (this.queued >= backlogHigh(ctx.limits.maxQueued) ||
+        this.#queuedBytes >= backlogHigh(ctx.limits.maxQueuedBytes))
+    ) ctx.counters.memory.backlogged = this;
     if (entry.qos > 0) ctx.observer?.outgoingAdded(this, entry);
   }
 
@@ -401,6 +427,7 @@ export class Session {
       this.#ctx.counters.queued--;
       this.#ctx.counters.memory.release(entry.message.size + ENTRY_OVERHEAD);
       this.#send(link, entry);
+      if (this.#drain !== undefined) this.#progressed();
     }
     const queue = this.#queue;
     if (this.#head === queue.length) {
@@ -409,6 +436,55 @@ export class Session {
     } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
       this.#queue = queue.slice(this.#head);
       this.#head = 0;
+    }
+  }
+
+  /** See {@linkcode Backlogged.drained}. */
+  drained(stallMs: number): { promise: Promise<void>; cancel: () => void } {
+    const drain = this.#drain ??= { stuck: false, progress: 0, waiters: [] };
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => resolve = r);
+    let seen = drain.progress;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const done = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+      const i = drain.waiters.indexOf(done);
+      if (i >= 0) drain.waiters.splice(i, 1);
+      resolve();
+    };
+    const check = () => {
+      timer = undefined;
+      if (drain.progress === seen) {
+        drain.stuck = true;
+        done();
+      } else {
+        seen = drain.progress;
+        timer = setTimeout(check, stallMs);
+      }
+    };
+    if (this.#belowLowWater()) {
+      resolve();
+    } else {
+      drain.waiters.push(done);
+      timer = setTimeout(check, stallMs);
+    }
+    return { promise, cancel: done };
+  }
+
+  #belowLowWater(): boolean {
+    const limits = this.#ctx.limits;
+    return this.link === undefined ||
+      (this.queued <= backlogHigh(limits.maxQueued) / 2 &&
+        this.#queuedBytes <= backlogHigh(limits.maxQueuedBytes) / 2);
+  }
+
+  #progressed(): void {
+    const drain = this.#drain!;
+    drain.progress++;
+    drain.stuck = false;
+    if (drain.waiters.length > 0 && this.#belowLowWater()) {
+      for (const done of drain.waiters.slice()) done();
     }
   }
 
