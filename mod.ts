@@ -50,7 +50,29 @@ export type {
 } from "./src/hooks.ts";
 export type { QoS, Subscription } from "./src/codec/packet.ts";
 export type { BrokerConn } from "./src/transport/types.ts";
-export { createLogger, type Logger, type LogLevel, type LogSink } from "./src/logger.ts";
+export {
+  createLogger,
+  jsonStderrSink,
+  type LogFormat,
+  type Logger,
+  type LogLevel,
+  type LogSink,
+  stderrSink,
+} from "./src/logger.ts";
+export {
+  createHttpHandler,
+  type HttpHandler,
+  type HttpHandlerOptions,
+} from "./src/http/handler.ts";
+export {
+  type MetricFamily,
+  type MetricSample,
+  type MetricType,
+  type ReadinessCheck,
+  registerMetricFamily,
+  registerReadinessCheck,
+} from "./src/http/registry.ts";
+export { loadTokenFile } from "./src/http/token.ts";
 export { FileAuth, type FileAuthOptions, type ReloadResult } from "./src/auth/file_auth.ts";
 export {
   DEFAULT_ITERATIONS,

@@ -18,7 +18,7 @@ import type {
   ClientInfo,
   RemoteAddress,
 } from "./hooks.ts";
-import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from "./logger.ts";
+import { createLogger, formatAddress, LOG_LEVELS, type Logger, type LogLevel } from "./logger.ts";
 import { Message } from "./message.ts";
 import { type Limits, resolveLimits } from "./options.ts";
 import { RetainedStore } from "./retained_store.ts";
@@ -28,8 +28,9 @@ import { type BrokerStats, Counters } from "./stats.ts";
 import { validateTopicName } from "./topic/topic.ts";
 import { DurableState, restoreState } from "./durable_state.ts";
 import type { Persistence } from "./persistence/persistence.ts";
-import { VERSION } from "./version.ts";
 import type { BrokerConn } from "./transport/types.ts";
+import { type ListenerInfo, registerInternals } from "./introspection.ts";
+import { SysTopics } from "./sys_topics.ts";
 
 /** Options of `new Broker()`. */
 export interface BrokerOptions {
@@ -67,7 +68,7 @@ export interface BrokerOptions {
 
 /** Where and how `broker.listen()` accepts connections. */
 export interface ListenOptions {
-  /** Default "0.0.0.0". */
+  /** Default "127.0.0.1" (this machine only, as mosquitto 2.0); "0.0.0.0" serves every host. */
   hostname?: string;
   /** Default 1883 (8883 with `tls`); 0 picks a free port. */
   port?: number;
@@ -80,6 +81,8 @@ export interface ListenOptions {
    * rejection closes that connection only.
    */
   accept?: (conn: Deno.Conn) => Promise<BrokerConn>;
+  /** Log "listening on …" at info. Default true (the CLI writes its own line). */
+  log?: boolean;
 }
 
 /** A listening socket of the broker. */
@@ -117,6 +120,20 @@ const SWEEP_MS = 250;
 const MAX_REFUSING = 1024;
 
 const utf8 = new TextEncoder();
+
+// Every option of `new Broker()`: anything else is a TypeError, as an unknown limit is.
+const OPTION_NAMES: ReadonlySet<string> = new Set([
+  "limits",
+  "authenticate",
+  "authorizePublish",
+  "authorizeSubscribe",
+  "authorizeForward",
+  "logLevel",
+  "logger",
+  "sysIntervalMs",
+  "logConnections",
+  "persistence",
+]);
 
 function closeQuietly(conn: BrokerConn): void {
   try {
@@ -157,7 +174,7 @@ export class Broker extends EventTarget {
   readonly #retained: RetainedStore;
   readonly #sessions = new Map<string, Session>();
   readonly #connections = new Set<Connection>();
-  readonly #listeners = new Set<{ close(): void; done: Promise<void> }>();
+  readonly #listeners = new Set<{ close(): void; done: Promise<void>; info: ListenerInfo }>();
   readonly #handlers = new Map<string, Set<unknown>>();
   readonly #wrapped = new WeakMap<object, EventListener>();
   readonly #log: Logger;
@@ -165,6 +182,7 @@ export class Broker extends EventTarget {
   #mirror: StateMirror | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #sysTimer: ReturnType<typeof setInterval> | undefined;
+  #ready_ = false;
   readonly #startedAt = Date.now();
   #nextExpiry = 0;
   // Connections with bytes queued this turn, written together once the turn's reads are done.
@@ -204,6 +222,9 @@ export class Broker extends EventTarget {
     super();
     if (options === null || typeof options !== "object") {
       throw new TypeError("Broker options must be an object");
+    }
+    for (const key of Object.keys(options)) {
+      if (!OPTION_NAMES.has(key)) throw new TypeError(`Unknown Broker option "${key}"`);
     }
     this.#limits = resolveLimits(options.limits);
     for (
@@ -248,6 +269,7 @@ export class Broker extends EventTarget {
     this.#ctx = {
       now: 0,
       logConnections,
+      trace: this.#log.enabled("debug"),
       limits: this.#limits,
       decoder: new Decoder({ maxPacketSize: this.#limits.maxPacketSize }),
       counters: this.#counters,
@@ -300,37 +322,20 @@ export class Broker extends EventTarget {
         `Broker option "sysIntervalMs" must be a non-negative integer, got ${sysIntervalMs}`,
       );
     }
+    registerInternals(this, {
+      ctx: this.#ctx,
+      startedAt: this.#startedAt,
+      store: this.#store,
+      listeners: () => [...this.#listeners].map((l) => l.info),
+      isReady: () => this.#ready_,
+      isClosed: () => this.#closed,
+    });
+    this.#ready.then(() => this.#ready_ = true, () => {});
     if (sysIntervalMs > 0) {
-      this.#sysTimer = setInterval(() => this.#publishSys(), sysIntervalMs);
+      const sys = new SysTopics({ ctx: this.#ctx, startedAt: this.#startedAt });
+      this.#sysTimer = setInterval(() => sys.publish(), sysIntervalMs);
       Deno.unrefTimer(this.#sysTimer);
-      this.#publishSys();
-    }
-  }
-
-  // The $SYS topics mosquitto users look for; retained so a new subscriber sees them at once.
-  #publishSys(): void {
-    const s = this.stats();
-    const connected = this.#connectedClients();
-    const values: [string, string | number][] = [
-      ["version", `denomq ${VERSION}`],
-      ["uptime", `${Math.floor((Date.now() - this.#startedAt) / 1000)} seconds`],
-      ["clients/connected", connected],
-      ["clients/total", s.sessions],
-      ["clients/disconnected", Math.max(0, s.sessions - connected)],
-      ["messages/received", s.messagesIn],
-      ["messages/sent", s.messagesOut],
-      ["messages/dropped", Object.values(s.dropped).reduce((a, b) => a + b, 0)],
-      ["bytes/received", s.bytesIn],
-      ["bytes/sent", s.bytesOut],
-      ["subscriptions/count", s.subscriptions],
-      ["retained messages/count", s.retained],
-      ["store/messages/count", s.queued + s.inflight],
-    ];
-    for (const [name, value] of values) {
-      this.#publish(
-        new Message(`$SYS/broker/${name}`, utf8.encode(String(value)), 0, true),
-        undefined,
-      );
+      sys.publish();
     }
   }
 
@@ -432,7 +437,7 @@ export class Broker extends EventTarget {
 
   #listen(options: ListenOptions): Promise<Listener> {
     if (this.#closed) return Promise.reject(new Error("Cannot listen: the broker is closed"));
-    const hostname = options.hostname ?? "0.0.0.0";
+    const hostname = options.hostname ?? "127.0.0.1";
     const port = options.port ?? (options.tls ? 8883 : 1883);
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       return Promise.reject(new RangeError(`Port must be an integer from 0 to 65535, got ${port}`));
@@ -494,6 +499,7 @@ export class Broker extends EventTarget {
     };
     const done = loop().catch((error) => this.#log.error(`accept loop: ${error}`));
     const entry = {
+      info: { hostname: addr.hostname, port: addr.port, transport },
       close: () => {
         if (stopped) return;
         stopped = true;
@@ -508,7 +514,9 @@ export class Broker extends EventTarget {
       done,
     };
     this.#listeners.add(entry);
-    this.#log.info(`listening on ${transport} ${addr.hostname}:${addr.port}`);
+    if (options.log !== false) {
+      this.#log.info(`listening on ${transport} ${formatAddress(addr.hostname, addr.port)}`);
+    }
     return Promise.resolve({
       hostname: addr.hostname,
       port: addr.port,
@@ -544,6 +552,7 @@ export class Broker extends EventTarget {
     const overLimit = this.#connections.size >= this.#limits.maxConnections;
     if (overLimit && this.#refusing >= MAX_REFUSING) {
       this.#counters.connectionsRefused++;
+      this.#counters.connectRefused[3]++;
       closeQuietly(conn);
       return Promise.resolve();
     }
@@ -576,19 +585,13 @@ export class Broker extends EventTarget {
       if (session.link !== undefined || session.expiresAt === 0) continue;
       if (session.expiresAt <= now) {
         this.#log.debug(`session ${JSON.stringify(session.clientId)} expired`);
+        this.#counters.sessionsExpired++;
         this.#endSession(session);
       } else if (session.expiresAt < next) {
         next = session.expiresAt;
       }
     }
     this.#nextExpiry = next;
-  }
-
-  // Connections whose CONNECT was accepted (not sockets still before CONNECT).
-  #connectedClients(): number {
-    let n = 0;
-    for (const c of this.#connections) if (c.connected) n++;
-    return n;
   }
 
   #endSession(session: Session): void {
@@ -618,6 +621,7 @@ export class Broker extends EventTarget {
     const willPublished = will !== undefined && !this.#closed;
     if (willPublished) this.#publishWill(connection.client, will!);
     if (connection.connected) {
+      this.#counters.connected--;
       if (this.#ctx.logConnections || this.#log.enabled("debug")) {
         const line = `client ${JSON.stringify(connection.client.clientId)} disconnected: ${reason}`;
         if (this.#ctx.logConnections) this.#log.info(line);
@@ -705,6 +709,23 @@ export class Broker extends EventTarget {
     this.#counters.messagesIn++;
     this.#publish(new Message(topic, payload, qos, retain === true), undefined);
     return this.#mirror?.durable() ?? Promise.resolve();
+  }
+
+  /**
+   * Disconnects the connected client with this id, as an administrator would, and returns true;
+   * false when no client with that id is connected. Its will is published (the client did not
+   * send DISCONNECT); a persistent session stays. `reasonCode` is for MQTT 5.0 clients, which
+   * are sent DISCONNECT with it first (default 0x98, administrative action); MQTT 3.1.1 has no
+   * DISCONNECT from the server, so a 3.1.1 connection is just closed.
+   */
+  disconnectClient(clientId: string, reasonCode = 0x98): boolean {
+    if (!Number.isInteger(reasonCode) || reasonCode < 0x80 || reasonCode > 0xff) {
+      throw new RangeError(`disconnectClient: reasonCode must be 0x80..0xff, got ${reasonCode}`);
+    }
+    const link = this.#sessions.get(clientId)?.link as Connection | undefined;
+    if (link === undefined || link.isClosed) return false;
+    link.close(`disconnected by an administrator (reason 0x${reasonCode.toString(16)})`);
+    return true;
   }
 
   /** A snapshot of the counters. */

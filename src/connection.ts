@@ -12,6 +12,8 @@ import { handleConnect } from "./handlers/connect.ts";
 import { handlePublish, handlePubrel } from "./handlers/publish.ts";
 import { handleSubscribe, handleUnsubscribe } from "./handlers/subscribe.ts";
 import type { ClientInfo, RemoteAddress } from "./hooks.ts";
+import { formatAddress } from "./logger.ts";
+import { traceIn, traceOut } from "./packet_trace.ts";
 import type { Session, SessionLink } from "./session/session.ts";
 import type { BrokerConn } from "./transport/types.ts";
 
@@ -62,6 +64,8 @@ export class Connection implements SessionLink {
   session: Session | undefined;
   will: Will | undefined;
   keepAliveMs = 0;
+  /** The CONNECT's protocol level (4 = MQTT 3.1.1, 3 = MQTT 3.1); 0 before CONNECT. */
+  protocolLevel = 0;
   lastActivity: number;
   readonly createdAt: number;
 
@@ -315,6 +319,8 @@ export class Connection implements SessionLink {
   }
 
   #dispatch(packet: Packet): void | Promise<void> {
+    this.ctx.counters.packetsIn++;
+    if (this.ctx.trace) traceIn(this.ctx.log, this.client.clientId, packet);
     if (!this.connected) {
       if (packet.type === "connect") return handleConnect(this, packet);
       throw new ProtocolError(`first packet must be CONNECT, got ${packet.type} [MQTT-3.1.0-1]`);
@@ -383,13 +389,19 @@ export class Connection implements SessionLink {
   /** Queues a PUBLISH; for QoS > 0 writes `packetId` into the copy that goes on the wire. */
   sendPublish(bytes: Uint8Array, packetId: number, payloadLength: number): void {
     if (this.#isClosed) return;
+    if (this.ctx.trace) {
+      traceOut(this.ctx.log, this.client.clientId, bytes, packetId, payloadLength);
+    }
     this.#append(bytes, packetId, payloadLength + 2);
     this.ctx.counters.messagesOut++;
+    this.ctx.counters.packetsOut++;
   }
 
   /** Queues a packet to be written at the end of this event-loop turn. */
   sendPacket(bytes: Uint8Array): void {
     if (this.#isClosed) return;
+    if (this.ctx.trace) traceOut(this.ctx.log, this.client.clientId, bytes);
+    this.ctx.counters.packetsOut++;
     if (this.#single === undefined && this.#chunks === NO_CHUNKS) {
       // The usual case on a quiet connection (CONNACK, PINGRESP, an ack): no arrays at all.
       this.#single = bytes;
@@ -578,7 +590,7 @@ export class Connection implements SessionLink {
 
   #label(): string {
     const r = this.client.remoteAddress;
-    const from = r ? `${r.hostname}:${r.port}` : "?";
+    const from = r ? formatAddress(r.hostname, r.port) : "?";
     return `client ${JSON.stringify(this.client.clientId)} (${from})`;
   }
 }

@@ -49,6 +49,8 @@ export interface BrokerContext {
   now: number;
   /** Whether connects and disconnects get an info log line each. */
   readonly logConnections: boolean;
+  /** Whether every packet gets a debug line (`--log-level debug`, like `mosquitto -v`). */
+  readonly trace: boolean;
   readonly limits: Limits;
   /**
    * The decoder every connection uses while it holds no bytes of its own; decoding is

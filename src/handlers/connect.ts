@@ -10,6 +10,7 @@ import { ProtocolError } from "../connection.ts";
 import type { Message } from "../message.ts";
 import { Session } from "../session/session.ts";
 import { validateTopicName } from "../topic/topic.ts";
+import { formatAddress } from "../logger.ts";
 
 const utf8 = new TextEncoder();
 // The two accepting CONNACKs, shared: written as they are, never modified.
@@ -24,10 +25,16 @@ const CONNACK_PRESENT = encodePacket({
   returnCode: CONNACK.accepted,
 });
 
+// Names what an operator acts on: the client id, the address and the user name tried.
 function refuse(connection: Connection, returnCode: number, reason: string): void {
-  if (returnCode === CONNACK.serverUnavailable) connection.ctx.counters.connectionsRefused++;
+  const { counters } = connection.ctx;
+  if (returnCode === CONNACK.serverUnavailable) counters.connectionsRefused++;
+  counters.connectRefused[returnCode]++;
+  const { clientId, username, remoteAddress: r } = connection.client;
+  const from = r === undefined ? "?" : `${formatAddress(r.hostname, r.port)} over ${r.transport}`;
+  const user = username === undefined ? "no user name" : `user ${JSON.stringify(username)}`;
   connection.ctx.log.info(
-    `refused CONNECT from ${JSON.stringify(connection.client.clientId)}: ${reason}`,
+    `refused CONNECT from ${JSON.stringify(clientId)} (${from}, ${user}): ${reason}`,
   );
   connection.sendPacket(encodePacket({ type: "connack", sessionPresent: false, returnCode }));
   // A refused CONNECT closes the connection [MQTT-3.2.2-5]; its will is never published.
@@ -39,7 +46,7 @@ function refuse(connection: Connection, returnCode: number, reason: string): voi
 function logConnect(connection: Connection, packet: ConnectPacket): void {
   const { client } = connection;
   const r = client.remoteAddress;
-  const from = r === undefined ? "?" : `${r.hostname}:${r.port} over ${r.transport}`;
+  const from = r === undefined ? "?" : `${formatAddress(r.hostname, r.port)} over ${r.transport}`;
   const user = client.username === undefined ? "" : ` as user ${JSON.stringify(client.username)}`;
   connection.ctx.log.info(
     `client ${JSON.stringify(client.clientId)} connected from ${from}${user} ` +
@@ -60,6 +67,8 @@ export function handleConnect(connection: Connection, packet: ConnectPacket): vo
   const { ctx } = connection;
   const { limits } = ctx;
   connection.client.clientId = packet.clientId;
+  connection.protocolLevel = packet.protocolLevel;
+  if (packet.username !== undefined) connection.client.username = packet.username;
   // [MQTT-3.1.2-2] unsupported protocol level; a wrong name for the level gets the same answer.
   const supported = (packet.protocolName === "MQTT" && packet.protocolLevel === 4) ||
     (packet.protocolName === "MQIsdp" && packet.protocolLevel === 3);
@@ -104,7 +113,6 @@ export function handleConnect(connection: Connection, packet: ConnectPacket): vo
   if (connection.overLimit) {
     return refuse(connection, CONNACK.serverUnavailable, "maxConnections reached");
   }
-  if (packet.username !== undefined) connection.client.username = packet.username;
   const authenticate = ctx.hooks.authenticate;
   if (authenticate === undefined) return accept(connection, packet, clientId);
   const verdict = authenticate({ ...connection.client, password: packet.password });
@@ -175,6 +183,9 @@ function accept(
   session.link = connection;
   connection.session = session;
   connection.connected = true;
+  if (++ctx.counters.connected > ctx.counters.connectedMax) {
+    ctx.counters.connectedMax = ctx.counters.connected;
+  }
   connection.will = packet.will;
   connection.keepAliveMs = packet.keepAlive * 1000;
   if (!session.clean) ctx.mirror?.sessionSaved(session);
@@ -183,6 +194,7 @@ function accept(
   const finish = () => {
     if (connection.isClosed || connection.session !== session) return;
     connection.sendPacket(connack);
+    ctx.counters.connectionsAccepted++;
     session.resume(encodeDup, pubrel);
     if (ctx.logConnections) logConnect(connection, packet);
     if (ctx.listening("connect")) {

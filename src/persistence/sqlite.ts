@@ -215,6 +215,7 @@ export class SqlitePersistence implements Persistence {
   #deferred: Deferred | undefined;
   #immediate: ReturnType<typeof setImmediate> | undefined;
   #commits = 0;
+  #commitMs = 0;
   #droppedWhileClosed = 0;
 
   /**
@@ -249,6 +250,11 @@ export class SqlitePersistence implements Persistence {
   /** Transactions committed since the store was created. */
   get commits(): number {
     return this.#commits;
+  }
+
+  /** Milliseconds spent writing those transactions (BEGIN to COMMIT, fsync included). */
+  get commitMs(): number {
+    return this.#commitMs;
   }
 
   /**
@@ -555,6 +561,7 @@ export class SqlitePersistence implements Persistence {
     }
     const db = this.#db!;
     const st = this.#st!;
+    const started = performance.now();
     try {
       db.exec("BEGIN");
       writeOps(st, ops);
@@ -574,6 +581,7 @@ export class SqlitePersistence implements Persistence {
       return error;
     }
     this.#commits++;
+    this.#commitMs += performance.now() - started;
     waiting?.resolve();
     return undefined;
   }
