@@ -9,11 +9,19 @@
  *
  * @module
  */
-import { Broker } from "./mod.ts";
+import { Broker, createHttpHandler, loadTokenFile } from "./mod.ts";
 import { FileAuth } from "./src/auth/file_auth.ts";
 import { setPasswordInFile } from "./src/auth/password_file.ts";
 import { type CliConfig, helpText, parseCliArgs, UsageError, VERSION } from "./src/cli_args.ts";
-import { createLogger, flushLogs, type Logger, type LogLevel, stderrSink } from "./src/logger.ts";
+import {
+  createLogger,
+  flushLogs,
+  formatAddress,
+  type LogFormat,
+  type Logger,
+  type LogLevel,
+  sinkFor,
+} from "./src/logger.ts";
 import { SqlitePersistence } from "./src/persistence/sqlite.ts";
 import { acceptProxied } from "./src/transport/proxy_protocol.ts";
 import { loadPskFile } from "./src/transport/psk_file.ts";
@@ -52,9 +60,73 @@ function tlsErrorText(config: CliConfig, error: unknown): string {
   return `${cert} / ${key}: ${text}`;
 }
 
+function isLoopbackHost(host: string): boolean {
+  return host.startsWith("127.") || host === "::1" || host === "::ffff:127.0.0.1" ||
+    host === "localhost";
+}
+
 function isLoopback(addr: Deno.Addr): boolean {
-  const host = (addr as Deno.NetAddr).hostname ?? "";
-  return host.startsWith("127.") || host === "::1" || host === "::ffff:127.0.0.1";
+  return isLoopbackHost((addr as Deno.NetAddr).hostname ?? "");
+}
+
+/** Whether clients without a user name get in, as `FileAuth` decides it. */
+function anonymousAllowed(config: CliConfig): boolean {
+  return config.passwordFile === undefined
+    ? config.allowAnonymous !== false
+    : config.allowAnonymous === true;
+}
+
+/**
+ * Binds through `bind`, turning the errors an operator can fix into one line naming the flag:
+ * an address in use (exit 1, a runtime condition) or a host that does not resolve (exit 2).
+ */
+async function bindFor<T>(
+  flag: string,
+  host: string,
+  hostFlag: string,
+  port: number,
+  bind: () => T | Promise<T>,
+): Promise<T> {
+  try {
+    return await bind();
+  } catch (error) {
+    const where = formatAddress(host, port);
+    if (error instanceof Deno.errors.AddrInUse) {
+      throw new Error(`${flag} ${port}: address ${where} is already in use`);
+    }
+    if (error instanceof Deno.errors.AddrNotAvailable) {
+      throw new UsageError(`${hostFlag} ${host}: address not available on this machine (${where})`);
+    }
+    const text = errorText(error);
+    if (/lookup|resolve|Name or service|nodename|getaddrinfo|No address/i.test(text)) {
+      throw new UsageError(`${hostFlag} ${host}: cannot resolve the host name (${text})`);
+    }
+    throw error;
+  }
+}
+
+/** The one start-up line per listener: address, transport, and whether anonymous clients get in. */
+function logListener(
+  log: Logger,
+  config: CliConfig,
+  transport: string,
+  host: string,
+  port: number,
+  suffix = "",
+): void {
+  const anonymous = anonymousAllowed(config);
+  log.info(
+    `listening on ${transport} ${formatAddress(host, port)}${suffix} (anonymous clients ${
+      anonymous ? "allowed" : "refused"
+    })`,
+  );
+  if (anonymous && !isLoopbackHost(host)) {
+    log.warn(
+      `anonymous clients are allowed on ${transport} ${
+        formatAddress(host, port)
+      }, which other hosts can reach: add --password-file (and no --allow-anonymous) to require a user name`,
+    );
+  }
 }
 
 /** Runs the broker until SIGINT or SIGTERM; returns the exit code. */
@@ -78,7 +150,7 @@ export async function main(args: string[]): Promise<number> {
   // Until every listener is up, log lines are held: a start that fails prints its one error
   // line alone (it says what went wrong), not "listening on" lines for listeners that are
   // closed again at once, nor stunnel's own account of the failure.
-  const startup = holdLogLines(config.logLevel);
+  const startup = holdLogLines(config.logLevel, config.logFormat);
   const log = startup.log;
   const stoppers: Stopper[] = [];
   let fail: (reason: string) => void = () => {};
@@ -115,18 +187,22 @@ export async function main(args: string[]): Promise<number> {
   return typeof outcome === "string" ? 0 : 1;
 }
 
-function holdLogLines(level: LogLevel): { log: Logger; release(): void; drop(): void } {
-  let held: [Parameters<typeof stderrSink>[0], string][] | undefined = [];
+function holdLogLines(
+  level: LogLevel,
+  format: LogFormat,
+): { log: Logger; release(): void; drop(): void } {
+  const sink = sinkFor(format);
+  let held: [Parameters<typeof sink>[0], string][] | undefined = [];
   const log = createLogger(level, (l, message) => {
     if (held !== undefined) held.push([l, message]);
-    else stderrSink(l, message);
+    else sink(l, message);
   });
   return {
     log,
     release() {
       const lines = held ?? [];
       held = undefined;
-      for (const [l, message] of lines) stderrSink(l, message);
+      for (const [l, message] of lines) sink(l, message);
     },
     drop() {
       held = undefined;
@@ -206,6 +282,7 @@ async function startListeners(
   fail: (reason: string) => void,
 ): Promise<void> {
   const host = config.host;
+  const readyHooks: (() => void)[] = [];
   // Files first: a bad one is reported before any port is taken.
   let tls: { cert: string; key: string } | undefined;
   if (config.tlsCert !== undefined && config.tlsKey !== undefined) {
@@ -221,15 +298,43 @@ async function startListeners(
       throw new UsageError(`--psk-file ${config.pskFile}: ${errorText(error)}`);
     }
   }
-  if (tls !== undefined) {
+  let token: string | undefined;
+  if (config.httpTokenFile !== undefined) {
     try {
-      await broker.listen({ hostname: host, port: config.tlsPort, tls });
+      token = await loadTokenFile(config.httpTokenFile);
     } catch (error) {
-      if (error instanceof Deno.errors.AddrInUse) throw error;
-      throw new UsageError(tlsErrorText(config, error));
+      const text = errorText(error);
+      throw new UsageError(
+        `--http-token-file ${
+          text.startsWith(config.httpTokenFile) ? text : `${config.httpTokenFile}: ${text}`
+        }`,
+      );
     }
   }
-  if (config.tcp) await broker.listen({ hostname: host, port: config.port });
+  if (tls !== undefined) {
+    const listener = await bindFor("--tls-port", host, "--host", config.tlsPort, async () => {
+      try {
+        return await broker.listen({ hostname: host, port: config.tlsPort, tls, log: false });
+      } catch (error) {
+        if (
+          error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.AddrNotAvailable ||
+          /lookup|resolve/i.test(errorText(error))
+        ) throw error;
+        throw new UsageError(tlsErrorText(config, error));
+      }
+    });
+    logListener(log, config, "tls", listener.hostname, listener.port);
+  }
+  if (config.tcp) {
+    const listener = await bindFor(
+      "--port",
+      host,
+      "--host",
+      config.port,
+      () => broker.listen({ hostname: host, port: config.port, log: false }),
+    );
+    logListener(log, config, "tcp", listener.hostname, listener.port);
+  }
   for (const [port, secure] of [[config.wsPort, false], [config.wssPort, true]] as const) {
     if (port === undefined) continue;
     const transport = secure ? "wss" : "ws";
@@ -239,14 +344,57 @@ async function startListeners(
       // A whole packet must fit in what the adapter buffers.
       maxInboundBytes: 2 * broker.limits.maxPacketSize,
     });
-    const server = Deno.serve({
-      hostname: host,
+    const server = await bindFor(
+      secure ? "--wss-port" : "--ws-port",
+      host,
+      "--host",
       port,
-      ...(secure ? tls : {}),
-      onListen: (addr) =>
-        log.info(`listening on ${transport} ${addr.hostname}:${addr.port}${config.wsPath}`),
-    }, handler);
+      () =>
+        Deno.serve({
+          hostname: host,
+          port,
+          ...(secure ? tls : {}),
+          onListen: (addr) =>
+            logListener(log, config, transport, addr.hostname, addr.port, config.wsPath),
+        }, handler),
+    );
     stoppers.push(() => server.shutdown());
+  }
+  if (config.httpPort !== undefined) {
+    let bound = false;
+    const handler = createHttpHandler(broker, {
+      token,
+      webSocket: config.httpWs ? { path: config.wsPath, transport: "ws" } : undefined,
+      config: publicConfig(config),
+      ready: () => bound || "starting",
+    });
+    stoppers.push(() => handler.close());
+    const httpHost = config.httpHost;
+    const server = await bindFor(
+      "--http-port",
+      httpHost,
+      "--http-host",
+      config.httpPort,
+      () =>
+        Deno.serve({
+          hostname: httpHost,
+          port: config.httpPort,
+          onListen: (addr) => {
+            const where = formatAddress(addr.hostname, addr.port);
+            log.info(
+              `listening on http ${where} (metrics, health, status page; admin API ${
+                token === undefined ? "off: no --http-token-file" : "with bearer token"
+              })`,
+            );
+            if (config.httpWs) {
+              logListener(log, config, "ws", addr.hostname, addr.port, config.wsPath);
+            }
+          },
+        }, handler),
+    );
+    stoppers.push(() => server.shutdown());
+    // Ready once everything below is bound too; see the end of this function.
+    readyHooks.push(() => bound = true);
   }
   if (config.pskFile !== undefined) {
     // The sidecar's only way in: loopback, and every connection must start with a PROXY header.
@@ -254,6 +402,7 @@ async function startListeners(
       hostname: "127.0.0.1",
       port: 0,
       transport: "psk",
+      log: false,
       accept: (conn) => {
         if (!isLoopback(conn.remoteAddr)) {
           return Promise.reject(new Error("not from the PSK sidecar"));
@@ -312,8 +461,15 @@ async function startListeners(
     }
     // A restart takes the same port, also when port 0 had stunnel pick one.
     options.port = sidecar.port;
-    log.info(`listening on tls-psk ${host}:${sidecar.port} (stunnel pid ${sidecar.pid})`);
+    logListener(log, config, "tls-psk", host, sidecar.port, ` (stunnel pid ${sidecar.pid})`);
   }
+  for (const hook of readyHooks) hook();
+}
+
+/** What `GET /api/v1/config` shows: the flags in force (file paths, never file contents). */
+function publicConfig(config: CliConfig): Record<string, unknown> {
+  const { limits: _limits, ...rest } = config;
+  return { ...rest, anonymousAllowed: anonymousAllowed(config) };
 }
 
 async function stopAll(stoppers: Stopper[], log: Logger): Promise<void> {

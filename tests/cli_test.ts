@@ -56,7 +56,10 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
       const result = await cli.finished;
       const lines = listeningLines(result.stderr);
       assert.equal(lines.length, 1, result.stderr);
-      assert.match(lines[0], new RegExp(`listening on tcp 127\\.0\\.0\\.1:${port}$`));
+      assert.match(
+        lines[0],
+        new RegExp(`listening on tcp 127\\.0\\.0\\.1:${port} \\(anonymous clients allowed\\)$`),
+      );
       assert.ok(!result.stderr.includes("    at "), result.stderr);
     } finally {
       cli.kill("SIGKILL");
