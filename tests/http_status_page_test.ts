@@ -1,0 +1,85 @@
+/**
+ * The live status page in a real browser: headless Chromium (Debian `chromium`) loads `GET /`,
+ * its own script polls the broker, and the DOM shows the live connection count, follows a
+ * change, lists the clients (with the admin token), draws the rate chart, and says when the
+ * broker is unreachable.
+ */
+import assert from "node:assert/strict";
+import { Broker } from "../mod.ts";
+import { CHROMIUM, openBrowser } from "./_chromium.ts";
+import { connectMqtt } from "./_mqttjs.ts";
+import { serveOps } from "./_ops.ts";
+
+const metric = (name: string) => `document.querySelector('[data-metric="${name}"]')?.textContent`;
+
+Deno.test({
+  name: CHROMIUM === undefined
+    ? "status page in headless Chromium (fails: needs Debian package chromium)"
+    : "status page in headless Chromium shows and follows the live connection count, lists clients, says when unreachable",
+  sanitizeResources: true,
+  async fn() {
+    const broker = new Broker({ logLevel: "silent" });
+    const { port } = await broker.listen({ hostname: "127.0.0.1", port: 0 });
+    const server = serveOps(broker, { token: "page-token-123" });
+    const clients: Awaited<ReturnType<typeof connectMqtt>>[] = [];
+    await using page = await openBrowser();
+    try {
+      await page.navigate(`${server.url}/?refresh=300#token=page-token-123`);
+      await page.waitFor(`${metric("connections")} === "0"`, "connections 0 in the DOM");
+      await page.waitFor(
+        `document.querySelector("#state").dataset.state === "live"`,
+        "the page says live",
+      );
+      // The token left the address bar at once (it is kept for the session only).
+      assert.equal(await page.evaluate("location.hash"), "");
+
+      for (const id of ["phone-a", "phone-b", "phone-c"]) {
+        clients.push(await connectMqtt(port, { clientId: id, username: `user-${id}` }));
+      }
+      await page.waitFor(`${metric("connections")} === "3"`, "connections 3 in the DOM");
+      await page.waitFor(
+        `document.querySelectorAll("#clients tr[data-client-id]").length === 3`,
+        "three rows in the client list",
+      );
+      const row = await page.evaluate<string[]>(
+        `[...document.querySelector('#clients tr[data-client-id="phone-b"]').cells].map((c) => c.textContent)`,
+      );
+      assert.equal(row[0], "phone-b");
+      assert.match(row[1], /^127\.0\.0\.1:\d+$/);
+      assert.equal(row[2], "tcp");
+      assert.equal(row[3], "3.1.1");
+      assert.equal(row[4], "user-phone-b");
+
+      // Traffic makes the chart's peak rate non-zero.
+      const [sub, pub] = clients;
+      await sub.subscribeAsync("rate/#", { qos: 0 });
+      for (let i = 0; i < 200; i++) await pub.publishAsync("rate/x", "r", { qos: 1 });
+      await page.waitFor(`${metric("rate-peak")} !== "0"`, "a non-zero peak rate");
+      await page.waitFor(`${metric("subscriptions")} === "1"`, "subscriptions 1");
+
+      // The count follows a change the other way.
+      await clients.pop()!.endAsync();
+      await page.waitFor(`${metric("connections")} === "2"`, "connections 2 in the DOM");
+      await page.waitFor(
+        `document.querySelectorAll("#clients tr[data-client-id]").length === 2`,
+        "two rows in the client list",
+      );
+
+      // The broker's HTTP side goes away: the page says so, and keeps the last values.
+      await server.close();
+      await page.waitFor(
+        `document.querySelector("#state").dataset.state === "unreachable"`,
+        "the page says unreachable",
+      );
+      assert.equal(
+        await page.evaluate(`getComputedStyle(document.querySelector("#banner")).display`),
+        "block",
+      );
+      assert.equal(await page.evaluate(metric("connections")), "2");
+    } finally {
+      for (const client of clients) await client.endAsync();
+      await server.close();
+      await broker.close();
+    }
+  },
+});
