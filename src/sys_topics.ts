@@ -11,7 +11,10 @@ import { VERSION } from "./version.ts";
 
 const utf8 = new TextEncoder();
 
-/** The load averages mosquitto publishes, each from one total counter. */
+/**
+ * The load averages mosquitto 2.0 publishes (`load/messages/received/1min`, …,
+ * `load/connections/1min`, `load/sockets/1min`), each from one total counter.
+ */
 const LOADS: readonly [string, (c: Counters) => number][] = [
   ["messages/received", (c) => c.packetsIn],
   ["messages/sent", (c) => c.packetsOut],
@@ -19,6 +22,7 @@ const LOADS: readonly [string, (c: Counters) => number][] = [
   ["bytes/sent", (c) => c.bytesOut],
   ["publish/received", (c) => c.messagesIn],
   ["publish/sent", (c) => c.messagesOut],
+  ["publish/dropped", (c) => Object.values(c.dropped).reduce((a, b) => a + b, 0)],
   ["connections", (c) => c.connectionsAccepted],
   ["sockets", (c) => c.connectionsTotal],
 ];

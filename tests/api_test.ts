@@ -635,6 +635,12 @@ Deno.test("bad options throw TypeError/RangeError naming the option", async () =
     [() => new Broker({ logLevel: "loud" as any }), RangeError, /logLevel/],
     // deno-lint-ignore no-explicit-any
     [() => new Broker(null as any), TypeError, /options/],
+    // deno-lint-ignore no-explicit-any
+    [
+      () => new Broker({ sysInterval: 10 } as any),
+      TypeError,
+      /Unknown Broker option "sysInterval"/,
+    ],
   ];
   for (const [make, type, pattern] of cases) {
     assert.throws(make, (error: unknown) => {

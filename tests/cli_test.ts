@@ -120,7 +120,7 @@ Deno.test("cli: a bad flag, value or file prints one line naming it and exits 2,
       [["--config", `${dir}/missing.json`], ["--config", "missing.json"]],
       [["--config", unknownKey], ["unknown_key.json", "maxConections"]],
       [["--config", badJson], ["bad.json"]],
-      [["--config", badValue], ["--max-inflight"]],
+      [["--config", badValue], ["bad_value.json", 'key "maxInflight"', "between 1 and 65535"]],
       [["--tls-cert", `${dir}/cert.pem`], ["--tls-cert", "--tls-key"]],
       [["positional"], ["positional"]],
     ];
