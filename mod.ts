@@ -50,15 +50,7 @@ export type {
 } from "./src/hooks.ts";
 export type { QoS, Subscription } from "./src/codec/packet.ts";
 export type { BrokerConn } from "./src/transport/types.ts";
-export {
-  createLogger,
-  jsonStderrSink,
-  type LogFormat,
-  type Logger,
-  type LogLevel,
-  type LogSink,
-  stderrSink,
-} from "./src/logger.ts";
+export { createLogger, type Logger, type LogLevel, type LogSink } from "./src/logger.ts";
 export {
   createHttpHandler,
   type HttpHandler,

@@ -464,7 +464,9 @@ export class Broker extends EventTarget {
         } catch (error) {
           if (stopped || error instanceof Deno.errors.BadResource) return;
           // Out of file descriptors and the like: say so, wait, and keep serving the others.
-          this.#log.warn(`${transport} ${addr.hostname}:${addr.port}: accept failed: ${error}`);
+          this.#log.warn(
+            `${transport} ${formatAddress(addr.hostname, addr.port)}: accept failed: ${error}`,
+          );
           await new Promise<void>((resolve) => {
             wake = resolve;
             retryTimer = setTimeout(resolve, 100);

@@ -635,9 +635,8 @@ Deno.test("bad options throw TypeError/RangeError naming the option", async () =
     [() => new Broker({ logLevel: "loud" as any }), RangeError, /logLevel/],
     // deno-lint-ignore no-explicit-any
     [() => new Broker(null as any), TypeError, /options/],
-    // deno-lint-ignore no-explicit-any
     [
-      () => new Broker({ sysInterval: 10 } as any),
+      () => new Broker({ sysInterval: 10 } as unknown as BrokerOptions),
       TypeError,
       /Unknown Broker option "sysInterval"/,
     ],

@@ -29,7 +29,7 @@ export interface HttpHandlerOptions {
    */
   webSocket?: boolean | WebSocketHandlerOptions;
   /** What `GET /api/v1/config` shows besides the limits; keys naming secrets are left out. */
-  config?: AdminOptions["config"];
+  config?: Record<string, unknown>;
   /**
    * An extra readiness condition for `GET /readyz`, e.g. "every listener is bound": `true`, or
    * what is missing.

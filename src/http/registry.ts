@@ -28,6 +28,7 @@ export interface MetricFamily {
   name: string;
   /** One line of help text. */
   help: string;
+  /** The `# TYPE` of the family. */
   type: MetricType;
   /** The samples now; called on every scrape, so keep it cheap. */
   collect(): MetricSample[];
