@@ -410,6 +410,11 @@ async function startListeners(
         return acceptProxied(conn, "psk");
       },
     });
+    log.info(
+      `listening on psk ${
+        formatAddress(inner.hostname, inner.port)
+      } (loopback only: the stunnel sidecar's way in, PROXY protocol)`,
+    );
     const options: PskSidecarOptions = {
       pskFile: config.pskFile,
       hostname: host,
