@@ -716,9 +716,9 @@ export class Broker extends EventTarget {
   /**
    * Disconnects the connected client with this id, as an administrator would, and returns true;
    * false when no client with that id is connected. Its will is published (the client did not
-   * send DISCONNECT); a persistent session stays. `reasonCode` is for MQTT 5.0 clients, which
-   * are sent DISCONNECT with it first (default 0x98, administrative action); MQTT 3.1.1 has no
-   * DISCONNECT from the server, so a 3.1.1 connection is just closed.
+   * send DISCONNECT); a persistent session stays. `reasonCode` (0x80..0xff, default 0x98,
+   * administrative action) is the DISCONNECT reason code for MQTT 5.0; MQTT 3.1.1 has no
+   * DISCONNECT from the server, so a 3.1.1 connection is closed.
    */
   disconnectClient(clientId: string, reasonCode = 0x98): boolean {
     if (!Number.isInteger(reasonCode) || reasonCode < 0x80 || reasonCode > 0xff) {
@@ -726,6 +726,8 @@ export class Broker extends EventTarget {
     }
     const link = this.#sessions.get(clientId)?.link as Connection | undefined;
     if (link === undefined || link.isClosed) return false;
+    // TODO(MQTT 5.0): a 5.0 connection is sent DISCONNECT with `reasonCode` before it closes;
+    // this branch speaks 3.1.1 only, which has no DISCONNECT from the server.
     link.close(`disconnected by an administrator (reason 0x${reasonCode.toString(16)})`);
     return true;
   }

@@ -15,6 +15,8 @@ export interface BrowserPage {
   evaluate<T = unknown>(expression: string): Promise<T>;
   /** Navigates the page to `url`. */
   navigate(url: string): Promise<void>;
+  /** Sends a DevTools protocol command to the page. */
+  send(method: string, params?: Record<string, unknown>): Promise<unknown>;
   /** Polls `expression` until it is truthy; rejects at the deadline naming `what`. */
   waitFor(expression: string, what: string, deadlineMs?: number): Promise<void>;
   close(): Promise<void>;
@@ -114,6 +116,7 @@ export async function openBrowser(): Promise<BrowserPage> {
   let closing: Promise<void> | undefined;
   return {
     evaluate,
+    send,
     async navigate(url) {
       await send("Page.navigate", { url });
     },

@@ -56,6 +56,34 @@ Deno.test({
       for (let i = 0; i < 200; i++) await pub.publishAsync("rate/x", "r", { qos: 1 });
       await page.waitFor(`${metric("rate-peak")} !== "0"`, "a non-zero peak rate");
       await page.waitFor(`${metric("subscriptions")} === "1"`, "subscriptions 1");
+      // The chart is drawn by the page's own script: the canvas has painted pixels.
+      const painted = await page.evaluate<number>(`(() => {
+        const c = document.querySelector("#rates");
+        const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) n++;
+        return n;
+      })()`);
+      assert.ok(painted > 0, "the rate chart is drawn");
+      assert.equal(
+        await page.evaluate(`document.querySelectorAll("#drops [data-drop]").length`),
+        6,
+        "drops by reason",
+      );
+      assert.match(await page.evaluate<string>(metric("memory")), /^\d+(\.\d)? (KiB|MiB|GiB)$/);
+
+      // Readable on a phone: at 360 px nothing makes the page wider than the screen.
+      await page.send("Emulation.setDeviceMetricsOverride", {
+        width: 360,
+        height: 740,
+        deviceScaleFactor: 2,
+        mobile: true,
+      });
+      await page.waitFor("innerWidth === 360", "the phone viewport");
+      assert.ok(
+        await page.evaluate<boolean>("document.documentElement.scrollWidth <= innerWidth"),
+        "no horizontal scrolling at 360 px",
+      );
 
       // The count follows a change the other way.
       await clients.pop()!.endAsync();
