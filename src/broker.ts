@@ -182,7 +182,7 @@ export class Broker extends EventTarget {
   #mirror: StateMirror | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #sysTimer: ReturnType<typeof setInterval> | undefined;
-  #ready_ = false;
+  #loaded = false;
   readonly #startedAt = Date.now();
   #nextExpiry = 0;
   // Connections with bytes queued this turn, written together once the turn's reads are done.
@@ -327,10 +327,10 @@ export class Broker extends EventTarget {
       startedAt: this.#startedAt,
       store: this.#store,
       listeners: () => [...this.#listeners].map((l) => l.info),
-      isReady: () => this.#ready_,
+      isReady: () => this.#loaded,
       isClosed: () => this.#closed,
     });
-    this.#ready.then(() => this.#ready_ = true, () => {});
+    this.#ready.then(() => this.#loaded = true, () => {});
     if (sysIntervalMs > 0) {
       const sys = new SysTopics({ ctx: this.#ctx, startedAt: this.#startedAt });
       this.#sysTimer = setInterval(() => sys.publish(), sysIntervalMs);

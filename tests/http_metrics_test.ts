@@ -4,7 +4,13 @@
  * real clients (npm:mqtt, and raw sockets for what a client library would not send).
  */
 import assert from "node:assert/strict";
-import { Broker, registerMetricFamily, registerReadinessCheck, SqlitePersistence } from "../mod.ts";
+import {
+  Broker,
+  createHttpHandler,
+  registerMetricFamily,
+  registerReadinessCheck,
+  SqlitePersistence,
+} from "../mod.ts";
 import { connectMqtt } from "./_mqttjs.ts";
 import { type ParsedSample, parsePrometheus, sampleValue, scrape, serveOps } from "./_ops.ts";
 import { RawSocket, waitFor } from "./_util.ts";
@@ -260,4 +266,13 @@ Deno.test("healthz and readyz: 200 while serving; readyz 503 while a registered 
   await response.body?.cancel();
   // The exposition still parses after close.
   await parsePrometheus(await (await server.get("/metrics")).text());
+});
+
+Deno.test("createHttpHandler: TypeError for something that is not a Broker, or an empty token", () => {
+  assert.throws(
+    () => createHttpHandler({} as unknown as Broker),
+    (error: unknown) => error instanceof TypeError && /Broker/.test(error.message),
+  );
+  const broker = new Broker({ logLevel: "silent" });
+  assert.throws(() => createHttpHandler(broker, { token: "" }), TypeError);
 });
