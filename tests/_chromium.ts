@@ -139,3 +139,32 @@ export async function openBrowser(): Promise<BrowserPage> {
     [Symbol.asyncDispose]: () => closing ??= stop(),
   };
 }
+
+/** Loads `url` in a fresh headless Chromium and returns the DOM it serialized (`--dump-dom`). */
+export async function dumpDom(url: string): Promise<string> {
+  if (CHROMIUM === undefined) throw new Error("needs Debian package chromium");
+  const profile = await Deno.makeTempDir({ prefix: "chromium_profile_" });
+  try {
+    const browser = spawn(CHROMIUM, [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-dev-shm-usage",
+      `--user-data-dir=${profile}`,
+      "--dump-dom",
+      url,
+    ], { deadlineMs: 120_000 });
+    const result = await browser.finished;
+    if (result.code !== 0) {
+      throw new Error(`chromium --dump-dom exited ${result.code}: ${result.stderr}`);
+    }
+    return result.stdout;
+  } finally {
+    await Deno.remove(profile, { recursive: true }).catch(() => {});
+  }
+}

@@ -6,9 +6,10 @@
  */
 import assert from "node:assert/strict";
 import { Broker } from "../mod.ts";
-import { CHROMIUM, openBrowser } from "./_chromium.ts";
+import { CHROMIUM, dumpDom, openBrowser } from "./_chromium.ts";
 import { connectMqtt } from "./_mqttjs.ts";
 import { serveOps } from "./_ops.ts";
+import { waitFor } from "./_util.ts";
 
 const metric = (name: string) => `document.querySelector('[data-metric="${name}"]')?.textContent`;
 
@@ -107,6 +108,31 @@ Deno.test({
     } finally {
       for (const client of clients) await client.endAsync();
       await server.close();
+      await broker.close();
+    }
+  },
+});
+
+Deno.test({
+  name: CHROMIUM === undefined
+    ? "status page with chromium --dump-dom (fails: needs Debian package chromium)"
+    : "status page with chromium --dump-dom: the served DOM holds the live connection count, and a second load the new one",
+  async fn() {
+    const broker = new Broker({ logLevel: "silent" });
+    const { port } = await broker.listen({ hostname: "127.0.0.1", port: 0 });
+    await using server = serveOps(broker);
+    const clients: Awaited<ReturnType<typeof connectMqtt>>[] = [];
+    const connections = (html: string) => /data-metric="connections"[^>]*>([^<]*)</.exec(html)?.[1];
+    try {
+      for (const id of ["dump-a", "dump-b"]) {
+        clients.push(await connectMqtt(port, { clientId: id }));
+      }
+      assert.equal(connections(await dumpDom(server.url + "/")), "2");
+      await clients.pop()!.endAsync();
+      await waitFor(() => broker.stats().connections === 1, 10_000, "one connection left");
+      assert.equal(connections(await dumpDom(server.url + "/")), "1");
+    } finally {
+      for (const client of clients) await client.endAsync();
       await broker.close();
     }
   },

@@ -12,7 +12,13 @@ import { type AdminOptions, handleAdmin, json } from "./admin.ts";
 import { EventLoopMonitor } from "./event_loop.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 import { registryOf } from "./registry.ts";
-import { STATUS_PAGE_CSP, statusPage } from "./status_page.ts";
+import {
+  formatBytes,
+  formatCount,
+  formatDuration,
+  STATUS_PAGE_CSP,
+  statusPage,
+} from "./status_page.ts";
 import { tokenChecker } from "./token.ts";
 
 /** Options of {@linkcode createHttpHandler}. */
@@ -88,6 +94,37 @@ function readiness(
   return { ready, checks };
 }
 
+// The status page's headline numbers at serve time (its script updates them afterwards).
+function pageNumbers(broker: Broker): Record<string, string> {
+  const { ctx, startedAt } = internalsOf(broker);
+  const c = ctx.counters;
+  let online = 0;
+  for (const session of ctx.sessions.values()) if (session.link !== undefined) online++;
+  let rss = NaN;
+  let heap = NaN;
+  try {
+    const memory = Deno.memoryUsage();
+    rss = memory.rss;
+    heap = memory.heapUsed;
+  } catch {
+    // Not available: the page shows a dash.
+  }
+  return {
+    connections: formatCount(ctx.connections.size),
+    clients: formatCount(c.connected),
+    sessions: formatCount(ctx.sessions.size),
+    "sessions-online": formatCount(online),
+    "sessions-offline": formatCount(ctx.sessions.size - online),
+    subscriptions: formatCount(ctx.router.size),
+    retained: formatCount(ctx.retained.size),
+    queued: formatCount(c.queued),
+    dropped: formatCount(Object.values(c.dropped).reduce((a, b) => a + b, 0)),
+    memory: formatBytes(rss),
+    heap: formatBytes(heap),
+    uptime: formatDuration((Date.now() - startedAt) / 1000),
+  };
+}
+
 /**
  * Makes a `Deno.serve` handler for the broker's operations side:
  *
@@ -134,7 +171,6 @@ export function createHttpHandler(broker: Broker, options: HttpHandlerOptions = 
     : "/mqtt";
   const loop = new EventLoopMonitor();
   loop.start();
-  const page = statusPage(VERSION);
   const adminOptions: AdminOptions = { config: options.config };
 
   const handler =
@@ -173,7 +209,7 @@ export function createHttpHandler(broker: Broker, options: HttpHandlerOptions = 
         case "/":
         case "/index.html":
           if (!read) return text(405, "use GET\n", { allow: "GET" });
-          return new Response(page, {
+          return new Response(statusPage(VERSION, pageNumbers(broker)), {
             headers: {
               "content-type": "text/html; charset=utf-8",
               "cache-control": "no-store",

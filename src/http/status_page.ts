@@ -11,8 +11,55 @@ export const STATUS_PAGE_CSP = "default-src 'none'; script-src 'unsafe-inline'; 
   "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; " +
   "form-action 'none'; frame-ancestors 'none'";
 
-/** The HTML of the status page. */
-export function statusPage(version: string): string {
+/** Formats like the page's script: integers with thousands separators, bytes in binary units. */
+export function formatCount(n: number): string {
+  return Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "–";
+}
+
+/** Bytes as the page shows them: `512 B`, `1.5 MiB`. */
+export function formatBytes(n: number): string {
+  if (!Number.isFinite(n)) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+/** Seconds as the page shows them: `3m 7s`, `2h 5m`, `4d 1h`. */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "–";
+  const s = Math.floor(seconds);
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return d > 0 ? `${d}d ${h}h` : h > 0 ? `${h}h ${m}m` : `${m}m ${s % 60}s`;
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/**
+ * The HTML of the status page. `initial` fills the `data-metric` elements at serve time, so the
+ * document shows the numbers of the moment it was served even before its script has run (a
+ * `--dump-dom`, a reader without JavaScript); the script then keeps them current.
+ */
+export function statusPage(version: string, initial: Record<string, string> = {}): string {
+  return fillMetrics(pageTemplate(version), initial);
+}
+
+function fillMetrics(html: string, initial: Record<string, string>): string {
+  return html.replace(
+    /(data-metric="([a-z-]+)"[^>]*>)–</g,
+    (all, open: string, name: string) =>
+      initial[name] === undefined ? all : `${open}${escapeHtml(initial[name])}<`,
+  );
+}
+
+function pageTemplate(version: string): string {
   return `<!doctype html>
 <html lang="en">
 <head>
