@@ -35,6 +35,9 @@ const CLOSING = 8;
 const FIRST_BYTE_CHECKED = 16;
 const WRITING = 32;
 const SCHEDULED = 64;
+// Bits 8..15 of Connection.#flags: the CONNECT's protocol level (kept there, not in a field of
+// its own, for the same reason).
+const LEVEL_SHIFT = 8;
 
 // State most connections never need, kept out of the Connection object (every field there is
 // paid by every idle client).
@@ -64,8 +67,6 @@ export class Connection implements SessionLink {
   session: Session | undefined;
   will: Will | undefined;
   keepAliveMs = 0;
-  /** The CONNECT's protocol level (4 = MQTT 3.1.1, 3 = MQTT 3.1); 0 before CONNECT. */
-  protocolLevel = 0;
   lastActivity: number;
   readonly createdAt: number;
 
@@ -111,6 +112,14 @@ export class Connection implements SessionLink {
   }
   set connected(value: boolean) {
     this.#flag(CONNECTED, value);
+  }
+
+  /** The CONNECT's protocol level (4 = MQTT 3.1.1, 3 = MQTT 3.1); 0 before CONNECT. */
+  get protocolLevel(): number {
+    return this.#flags >>> LEVEL_SHIFT;
+  }
+  set protocolLevel(level: number) {
+    this.#flags = (this.#flags & ((1 << LEVEL_SHIFT) - 1)) | ((level & 0xff) << LEVEL_SHIFT);
   }
 
   /** Set when the broker was at `maxConnections` as this connection arrived. */
