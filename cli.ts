@@ -163,7 +163,16 @@ export async function main(args: string[]): Promise<number> {
   } catch (error) {
     startup.drop();
     await stopAll(stoppers, log);
-    console.error(`error: ${errorText(error)}`);
+    // A log collector reading JSON lines gets the reason as one of them too.
+    if (config.logFormat === "json") {
+      console.error(JSON.stringify({
+        time: new Date().toISOString(),
+        level: "error",
+        msg: errorText(error),
+      }));
+    } else {
+      console.error(`error: ${errorText(error)}`);
+    }
     return error instanceof UsageError ? 2 : 1;
   }
   startup.release();

@@ -221,6 +221,29 @@ Deno.test("cli start-up errors: one line naming the flag, the address or the con
   }
 });
 
+Deno.test("cli --log-format json: a start-up failure is a JSON line too", async () => {
+  const held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const busy = (held.addr as Deno.NetAddr).port;
+  try {
+    const result = await run(
+      DENO,
+      ["run", "--allow-net", CLI, "--port", String(busy), "--log-format", "json"],
+      { cwd: ROOT, deadlineMs: 30_000 },
+    );
+    assert.equal(result.code, 1, result.stderr);
+    const lines = result.stderr.split("\n").filter((l) => l !== "");
+    assert.equal(lines.length, 1, result.stderr);
+    const entry = JSON.parse(lines[0]);
+    assert.equal(entry.level, "error");
+    assert.match(
+      entry.msg,
+      new RegExp(`--port ${busy}: address 127\\.0\\.0\\.1:${busy} is already in use`),
+    );
+  } finally {
+    held.close();
+  }
+});
+
 Deno.test("cli --config: relative paths resolve against the file's folder", async () => {
   const dir = await Deno.makeTempDir({ prefix: "cli_ops_" });
   try {
