@@ -17,6 +17,17 @@
  * console.log(listener.port);
  * ```
  *
+ * @example Metrics, health, an admin API and a live status page on one HTTP listener
+ * ```ts ignore
+ * import { Broker, createHttpHandler } from "./mod.ts";
+ *
+ * await using broker = new Broker();
+ * await broker.listen({ port: 1883 });
+ * using ops = createHttpHandler(broker, { token: Deno.env.get("DENOMQ_ADMIN_TOKEN") });
+ * await using server = Deno.serve({ hostname: "127.0.0.1", port: 9090 }, ops);
+ * // GET /metrics, /healthz, /readyz, /; /api/v1/... with "Authorization: Bearer TOKEN"
+ * ```
+ *
  * @module
  */
 export {
