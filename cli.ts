@@ -39,19 +39,19 @@ function errorText(error: unknown): string {
   return error instanceof Error ? error.message.split("\n")[0] : String(error).split("\n")[0];
 }
 
-function readFileFor(flag: string, path: string): string {
+function readFileFor(config: CliConfig, flag: string, path: string): string {
   try {
     return Deno.readTextFileSync(path);
   } catch (error) {
-    throw new UsageError(`--${flag} ${path}: ${errorText(error)}`);
+    throw new UsageError(`${config.describe(flag, path)}: ${errorText(error)}`);
   }
 }
 
 /** The one line a refused certificate/key pair becomes, naming the flag at fault. */
 function tlsErrorText(config: CliConfig, error: unknown): string {
   const text = errorText(error);
-  const cert = `--tls-cert ${config.tlsCert}`;
-  const key = `--tls-key ${config.tlsKey}`;
+  const cert = config.describe("tls-cert", config.tlsCert);
+  const key = config.describe("tls-key", config.tlsKey);
   if (/KeyMismatch|not be consistent/i.test(text)) {
     return `${key}: the private key does not match the certificate in ${cert}`;
   }
@@ -81,9 +81,10 @@ function anonymousAllowed(config: CliConfig): boolean {
  * an address in use (exit 1, a runtime condition) or a host that does not resolve (exit 2).
  */
 async function bindFor<T>(
-  flag: string,
-  host: string,
+  config: CliConfig,
+  portFlag: string,
   hostFlag: string,
+  host: string,
   port: number,
   bind: () => T | Promise<T>,
 ): Promise<T> {
@@ -92,14 +93,15 @@ async function bindFor<T>(
   } catch (error) {
     const where = formatAddress(host, port);
     if (error instanceof Deno.errors.AddrInUse) {
-      throw new Error(`${flag} ${port}: address ${where} is already in use`);
+      throw new Error(`${config.describe(portFlag, port)}: address ${where} is already in use`);
     }
+    const hostLabel = config.describe(hostFlag, host);
     if (error instanceof Deno.errors.AddrNotAvailable) {
-      throw new UsageError(`${hostFlag} ${host}: address not available on this machine (${where})`);
+      throw new UsageError(`${hostLabel}: address not available on this machine (${where})`);
     }
     const text = errorText(error);
     if (/lookup|resolve|Name or service|nodename|getaddrinfo|No address/i.test(text)) {
-      throw new UsageError(`${hostFlag} ${host}: cannot resolve the host name (${text})`);
+      throw new UsageError(`${hostLabel}: cannot resolve the host name (${text})`);
     }
     throw error;
   }
@@ -234,10 +236,10 @@ async function loadAuth(config: CliConfig): Promise<FileAuth | undefined> {
     });
   } catch (error) {
     const flag = config.passwordFile !== undefined && errorText(error).includes(config.passwordFile)
-      ? "--password-file"
+      ? config.describe("password-file")
       : config.aclFile !== undefined
-      ? "--acl-file"
-      : "--password-file";
+      ? config.describe("acl-file")
+      : config.describe("password-file");
     throw new UsageError(`${flag}: ${errorText(error)}`);
   }
 }
@@ -268,7 +270,7 @@ async function startBroker(
   try {
     await broker.ready;
   } catch (error) {
-    throw new UsageError(`--data-dir ${config.dataDir}: ${errorText(error)}`);
+    throw new UsageError(`${config.describe("data-dir", config.dataDir)}: ${errorText(error)}`);
   }
   if (log.enabled("debug")) {
     broker.addEventListener("subscribe", ({ detail: { client, subscriptions, granted } }) => {
@@ -296,15 +298,15 @@ async function startListeners(
   let tls: { cert: string; key: string } | undefined;
   if (config.tlsCert !== undefined && config.tlsKey !== undefined) {
     tls = {
-      cert: readFileFor("tls-cert", config.tlsCert),
-      key: readFileFor("tls-key", config.tlsKey),
+      cert: readFileFor(config, "tls-cert", config.tlsCert),
+      key: readFileFor(config, "tls-key", config.tlsKey),
     };
   }
   if (config.pskFile !== undefined) {
     try {
       await loadPskFile(config.pskFile);
     } catch (error) {
-      throw new UsageError(`--psk-file ${config.pskFile}: ${errorText(error)}`);
+      throw new UsageError(`${config.describe("psk-file", config.pskFile)}: ${errorText(error)}`);
     }
   }
   let token: string | undefined;
@@ -312,16 +314,15 @@ async function startListeners(
     try {
       token = await loadTokenFile(config.httpTokenFile);
     } catch (error) {
-      const text = errorText(error);
+      // The message names the file already when it is about the file's mode or contents.
+      const text = errorText(error).replace(`${config.httpTokenFile}: `, "");
       throw new UsageError(
-        `--http-token-file ${
-          text.startsWith(config.httpTokenFile) ? text : `${config.httpTokenFile}: ${text}`
-        }`,
+        `${config.describe("http-token-file", config.httpTokenFile)}: ${text}`,
       );
     }
   }
   if (tls !== undefined) {
-    const listener = await bindFor("--tls-port", host, "--host", config.tlsPort, async () => {
+    const listener = await bindFor(config, "tls-port", "host", host, config.tlsPort, async () => {
       try {
         return await broker.listen({ hostname: host, port: config.tlsPort, tls, log: false });
       } catch (error) {
@@ -336,9 +337,10 @@ async function startListeners(
   }
   if (config.tcp) {
     const listener = await bindFor(
-      "--port",
+      config,
+      "port",
+      "host",
       host,
-      "--host",
       config.port,
       () => broker.listen({ hostname: host, port: config.port, log: false }),
     );
@@ -354,9 +356,10 @@ async function startListeners(
       maxInboundBytes: 2 * broker.limits.maxPacketSize,
     });
     const server = await bindFor(
-      secure ? "--wss-port" : "--ws-port",
+      config,
+      secure ? "wss-port" : "ws-port",
+      "host",
       host,
-      "--host",
       port,
       () =>
         Deno.serve({
@@ -380,9 +383,10 @@ async function startListeners(
     stoppers.push(() => handler.close());
     const httpHost = config.httpHost;
     const server = await bindFor(
-      "--http-port",
+      config,
+      "http-port",
+      "http-host",
       httpHost,
-      "--http-host",
       config.httpPort,
       () =>
         Deno.serve({
@@ -467,10 +471,10 @@ async function startListeners(
     } catch (error) {
       const flag = error instanceof Error && error.cause instanceof Deno.errors.NotFound ||
           error instanceof Deno.errors.NotCapable
-        ? `--stunnel ${config.stunnel}`
+        ? config.describe("stunnel", config.stunnel)
         : /Address already in use/.test(errorText(error))
-        ? `--psk-port ${config.pskPort}`
-        : `--psk-file ${config.pskFile}`;
+        ? config.describe("psk-port", config.pskPort)
+        : config.describe("psk-file", config.pskFile);
       throw new UsageError(`${flag}: ${errorText(error)}`);
     }
     // A restart takes the same port, also when port 0 had stunnel pick one.
@@ -482,7 +486,7 @@ async function startListeners(
 
 /** What `GET /api/v1/config` shows: the flags in force (file paths, never file contents). */
 function publicConfig(config: CliConfig): Record<string, unknown> {
-  const { limits: _limits, ...rest } = config;
+  const { limits: _limits, describe: _describe, ...rest } = config;
   return { ...rest, anonymousAllowed: anonymousAllowed(config) };
 }
 

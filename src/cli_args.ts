@@ -43,6 +43,11 @@ export interface CliConfig {
   httpTokenFile?: string;
   /** MQTT over WebSocket on the HTTP listener too, at `wsPath`. */
   httpWs: boolean;
+  /**
+   * Where a setting came from, for error messages: `--flag VALUE`, or for a value from the
+   * config file `FILE: key "camelCase" (VALUE)`.
+   */
+  describe(flag: string, value?: unknown): string;
 }
 
 /** A bad flag or value: the CLI prints the message alone and exits 2. */
@@ -197,12 +202,12 @@ function checkPorts(config: CliConfig): void {
   const add = (flag: string, host: string, port: number | undefined, on: boolean) => {
     if (on && port !== undefined && port !== 0) taken.push([flag, host, port]);
   };
-  add("--port", config.host, config.port, config.tcp);
-  add("--tls-port", config.host, config.tlsPort, config.tlsCert !== undefined);
-  add("--psk-port", config.host, config.pskPort, config.pskFile !== undefined);
-  add("--ws-port", config.host, config.wsPort, true);
-  add("--wss-port", config.host, config.wssPort, true);
-  add("--http-port", config.httpHost, config.httpPort, true);
+  add("port", config.host, config.port, config.tcp);
+  add("tls-port", config.host, config.tlsPort, config.tlsCert !== undefined);
+  add("psk-port", config.host, config.pskPort, config.pskFile !== undefined);
+  add("ws-port", config.host, config.wsPort, true);
+  add("wss-port", config.host, config.wssPort, true);
+  add("http-port", config.httpHost, config.httpPort, true);
   for (let i = 0; i < taken.length; i++) {
     for (let j = 0; j < i; j++) {
       const [flagA, hostA, portA] = taken[j];
@@ -210,7 +215,9 @@ function checkPorts(config: CliConfig): void {
       const overlap = hostA === hostB || WILDCARD_HOSTS.has(hostA) || WILDCARD_HOSTS.has(hostB);
       if (portA === portB && overlap) {
         throw new UsageError(
-          `${flagA} ${portA} and ${flagB} ${portB}: two listeners cannot share one port`,
+          `${config.describe(flagA, portA)} and ${
+            config.describe(flagB, portB)
+          }: two listeners cannot share one port`,
         );
       }
     }
@@ -267,6 +274,12 @@ export function parseCliArgs(
   const configPath = typeof values.config === "string" ? values.config : "";
   const label = (flag: string) =>
     fromConfig.has(flag) ? `${configPath}: key "${fromConfig.get(flag)}"` : `--${flag}`;
+  const describe = (flag: string, value?: unknown) =>
+    value === undefined
+      ? label(flag)
+      : fromConfig.has(flag)
+      ? `${label(flag)} (${value})`
+      : `--${flag} ${value}`;
   if (typeof values.config === "string") {
     let text: string;
     try {
@@ -391,6 +404,7 @@ export function parseCliArgs(
     httpHost: str("http-host") ?? CLI_DEFAULTS.httpHost,
     httpTokenFile: str("http-token-file"),
     httpWs: bool("http-ws") ?? false,
+    describe,
     help: bool("help") ?? false,
     version: bool("version") ?? false,
   };

@@ -166,6 +166,7 @@ Deno.test("cli start-up errors: one line naming the flag, the address or the con
     await Deno.writeTextFile(`${dir}/bad_key.json`, JSON.stringify({ port: "abc" }));
     await Deno.writeTextFile(`${dir}/bad_type.json`, JSON.stringify({ host: 5 }));
     await Deno.writeTextFile(`${dir}/rel.json`, JSON.stringify({ passwordFile: "passwords" }));
+    await Deno.writeTextFile(`${dir}/ports.json`, JSON.stringify({ port: 2998, wsPort: 2998 }));
     const cases: [string[], number, RegExp][] = [
       [["--port", "-1"], 2, /^error: --port: must be between 0 and 65535, got -1/],
       [["--port", "1999", "--ws-port", "1999"], 2, /--port 1999 and --ws-port 1999: two listeners/],
@@ -200,7 +201,16 @@ Deno.test("cli start-up errors: one line naming the flag, the address or the con
         /bad_type\.json: key "host": expected a non-empty string/,
       ],
       // Relative to the config file's folder, not to where the broker was started.
-      [["--config", `${dir}/rel.json`], 2, new RegExp(`--password-file: .*${dir}/passwords`)],
+      [
+        ["--config", `${dir}/rel.json`],
+        2,
+        new RegExp(`rel\\.json: key "passwordFile": .*${dir}/passwords`),
+      ],
+      [
+        ["--config", `${dir}/ports.json`],
+        2,
+        /ports\.json: key "port" \(2998\) and \S*ports\.json: key "wsPort" \(2998\): two listeners/,
+      ],
       [["--log-format", "xml"], 2, /--log-format: must be one of text, json/],
     ];
     for (const [args, code, pattern] of cases) {
