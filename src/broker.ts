@@ -182,7 +182,7 @@ export class Broker extends EventTarget {
   #mirror: StateMirror | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #sysTimer: ReturnType<typeof setInterval> | undefined;
-  #loaded = false;
+  #readiness: "loading" | "ready" | "failed" = "loading";
   readonly #startedAt = Date.now();
   #nextExpiry = 0;
   // Connections with bytes queued this turn, written together once the turn's reads are done.
@@ -327,10 +327,10 @@ export class Broker extends EventTarget {
       startedAt: this.#startedAt,
       store: this.#store,
       listeners: () => [...this.#listeners].map((l) => l.info),
-      isReady: () => this.#loaded,
+      readiness: () => this.#readiness,
       isClosed: () => this.#closed,
     });
-    this.#ready.then(() => this.#loaded = true, () => {});
+    this.#ready.then(() => this.#readiness = "ready", () => this.#readiness = "failed");
     if (sysIntervalMs > 0) {
       const sys = new SysTopics({ ctx: this.#ctx, startedAt: this.#startedAt });
       this.#sysTimer = setInterval(() => sys.publish(), sysIntervalMs);

@@ -23,8 +23,8 @@ export interface BrokerInternals {
   readonly store: Persistence | undefined;
   /** The listeners opened through `broker.listen()` and still open. */
   listeners(): ListenerInfo[];
-  /** True once `broker.ready` resolved (the store, if any, is loaded). */
-  isReady(): boolean;
+  /** `broker.ready`: still loading the store, resolved, or rejected (the store is unusable). */
+  readiness(): "loading" | "ready" | "failed";
   isClosed(): boolean;
 }
 

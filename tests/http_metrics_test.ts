@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   Broker,
   createHttpHandler,
+  MemoryPersistence,
   registerMetricFamily,
   registerReadinessCheck,
   SqlitePersistence,
@@ -275,4 +276,16 @@ Deno.test("createHttpHandler: TypeError for something that is not a Broker, or a
   );
   const broker = new Broker({ logLevel: "silent" });
   assert.throws(() => createHttpHandler(broker, { token: "" }), TypeError);
+});
+
+Deno.test("readyz: 503 naming the store while it cannot be opened", async () => {
+  const store = new MemoryPersistence();
+  store.open = () => Promise.reject(new Error("disk on fire"));
+  const broker = new Broker({ logLevel: "silent", persistence: store });
+  await using server = serveOps(broker);
+  await assert.rejects(broker.ready, /disk on fire/);
+  const response = await server.get("/readyz");
+  assert.equal(response.status, 503);
+  assert.match((await response.json()).checks.store, /could not be opened/);
+  await broker.close();
 });

@@ -79,12 +79,12 @@ function readiness(
     }
   };
   run("broker", () => !internals.isClosed() || "closed");
-  run(
-    "store",
-    () =>
-      internals.isReady() ||
-      (internals.store === undefined ? "starting" : "loading the stored state"),
-  );
+  run("store", () => {
+    const state = internals.readiness();
+    if (state === "ready") return true;
+    if (state === "failed") return "the store could not be opened (see the log)";
+    return "loading the stored state";
+  });
   const listeners = internals.listeners();
   checks.listeners = listeners.length === 0 ? "none through broker.listen()" : listeners
     .map((l) => `${l.transport} ${l.hostname}:${l.port}`).join(", ");
