@@ -9,7 +9,7 @@ import { Broker } from "../mod.ts";
 import { CHROMIUM, dumpDom, openBrowser } from "./_chromium.ts";
 import { connectMqtt } from "./_mqttjs.ts";
 import { serveOps } from "./_ops.ts";
-import { waitFor } from "./_util.ts";
+import { spawn, waitFor } from "./_util.ts";
 
 const metric = (name: string) => `document.querySelector('[data-metric="${name}"]')?.textContent`;
 
@@ -134,6 +134,56 @@ Deno.test({
     } finally {
       for (const client of clients) await client.endAsync();
       await broker.close();
+    }
+  },
+});
+
+Deno.test({
+  name: CHROMIUM === undefined
+    ? "status page of the CLI in headless Chromium (fails: needs Debian package chromium)"
+    : "status page of the CLI (deno run --allow-net --allow-read cli.ts … --http-token-file F) in headless Chromium follows the connection count",
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "status_page_cli_" });
+    await Deno.writeTextFile(`${dir}/token`, "cli-page-token");
+    await Deno.chmod(`${dir}/token`, 0o600);
+    const cli = spawn(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      new URL("../cli.ts", import.meta.url).pathname,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--http-port",
+      "0",
+      "--http-token-file",
+      `${dir}/token`,
+    ], { deadlineMs: 120_000 });
+    const clients: Awaited<ReturnType<typeof connectMqtt>>[] = [];
+    try {
+      await cli.waitForOutput("stderr", /listening on http 127\.0\.0\.1:\d+/, 30_000);
+      const mqttPort = Number(/listening on tcp 127\.0\.0\.1:(\d+)/.exec(cli.stderr())![1]);
+      const httpPort = Number(/listening on http 127\.0\.0\.1:(\d+)/.exec(cli.stderr())![1]);
+      await using page = await openBrowser();
+      await page.navigate(`http://127.0.0.1:${httpPort}/?refresh=300#token=cli-page-token`);
+      await page.waitFor(`${metric("connections")} === "0"`, "connections 0");
+      clients.push(await connectMqtt(mqttPort, { clientId: "cli-page-1" }));
+      await page.waitFor(`${metric("connections")} === "1"`, "connections 1");
+      await page.waitFor(
+        `document.querySelector('#clients tr[data-client-id="cli-page-1"]') !== null`,
+        "the client in the list",
+      );
+      clients.push(await connectMqtt(mqttPort, { clientId: "cli-page-2" }));
+      await page.waitFor(`${metric("connections")} === "2"`, "connections 2");
+      await clients.shift()!.endAsync();
+      await page.waitFor(`${metric("connections")} === "1"`, "connections 1 again");
+    } finally {
+      for (const client of clients) await client.endAsync();
+      cli.kill("SIGTERM");
+      const result = await cli.finished;
+      await Deno.remove(dir, { recursive: true });
+      assert.equal(result.code, 0, result.stderr);
     }
   },
 });
