@@ -399,6 +399,12 @@ async function startListeners(
                 token === undefined ? "off: no --http-token-file" : "with bearer token"
               })`,
             );
+            if (!isLoopbackHost(addr.hostname)) {
+              log.warn(
+                `http ${where}: metrics, health and the status page are served without a token ` +
+                  "to anyone who can reach this address",
+              );
+            }
             if (config.httpWs) {
               logListener(log, config, "ws", addr.hostname, addr.port, config.wsPath);
             }

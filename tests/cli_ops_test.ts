@@ -44,8 +44,17 @@ Deno.test("cli: the default listener binds 127.0.0.1 and says anonymous clients 
   }
 });
 
-Deno.test("cli --host 0.0.0.0: the listener line, and a warning that anonymous clients are allowed off loopback", async () => {
-  const cli = startCli(["--host", "0.0.0.0", "--port", "0"]);
+Deno.test("cli --host 0.0.0.0: warnings for anonymous clients and for the open HTTP side off loopback", async () => {
+  const cli = startCli([
+    "--host",
+    "0.0.0.0",
+    "--port",
+    "0",
+    "--http-host",
+    "0.0.0.0",
+    "--http-port",
+    "0",
+  ]);
   try {
     const port = await portOf(cli);
     await cli.waitForOutput(
@@ -53,6 +62,10 @@ Deno.test("cli --host 0.0.0.0: the listener line, and a warning that anonymous c
       new RegExp(
         `warn anonymous clients are allowed on tcp 0\\.0\\.0\\.0:${port}, which other hosts can reach`,
       ),
+    );
+    await cli.waitForOutput(
+      "stderr",
+      /warn http 0\.0\.0\.0:\d+: metrics, health and the status page are served without a token/,
     );
   } finally {
     await stop(cli);
