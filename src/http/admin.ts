@@ -61,7 +61,7 @@ function protocolName(level: number): string {
   return level === 5 ? "5.0" : level === 4 ? "3.1.1" : level === 3 ? "3.1" : String(level);
 }
 
-/** Where the admin API's answer about a client comes from. */
+/** One connected client as the admin API describes it. */
 function describeClient(connection: Connection, startedAt: number): Record<string, unknown> {
   const { client, session } = connection;
   const r = client.remoteAddress;
