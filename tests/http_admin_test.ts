@@ -151,7 +151,10 @@ Deno.test("admin API: 401 without or with a wrong token, 200 with it; lists clie
     });
     await closed;
     await waitFor(() => seen.some((m) => m.topic === "wills/victim"), 10_000, "the will");
-    await broker.cli.waitForOutput("stderr", 'admin API: disconnected client "victim"');
+    await broker.cli.waitForOutput(
+      "stderr",
+      /admin API \(from 127\.0\.0\.1:\d+\): disconnected client "victim"/,
+    );
     assert.equal(
       await status(await broker.api("/api/v1/clients/victim", { method: "DELETE" })),
       404,

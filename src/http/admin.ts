@@ -124,6 +124,7 @@ export function handleAdmin(
   url: URL,
   broker: Broker,
   options: AdminOptions,
+  from = "?",
 ): Response {
   const internals = internalsOf(broker);
   const { ctx, startedAt } = internals;
@@ -160,7 +161,7 @@ export function handleAdmin(
         if (!broker.disconnectClient(name, code)) {
           return error(404, `no client "${name}" connected`);
         }
-        ctx.log.info(`admin API: disconnected client ${JSON.stringify(name)}`);
+        ctx.log.info(`admin API (from ${from}): disconnected client ${JSON.stringify(name)}`);
         return json(200, { clientId: name, disconnected: true, reasonCode: code });
       }
       return methodNotAllowed("GET, DELETE");
@@ -235,7 +236,9 @@ export function handleAdmin(
         const empty = new Message(topic, new Uint8Array(0), 0, true);
         ctx.retained.set(empty);
         ctx.mirror?.retainedChanged(empty);
-        ctx.log.info(`admin API: deleted the retained message on ${JSON.stringify(topic)}`);
+        ctx.log.info(
+          `admin API (from ${from}): deleted the retained message on ${JSON.stringify(topic)}`,
+        );
         return json(200, { topic, deleted: true });
       }
       return methodNotAllowed("GET, DELETE");

@@ -6,6 +6,7 @@
  */
 import type { Broker } from "../broker.ts";
 import { internalsOf } from "../introspection.ts";
+import { formatAddress } from "../logger.ts";
 import { VERSION } from "../version.ts";
 import { createWebSocketHandler, type WebSocketHandlerOptions } from "../transport/websocket.ts";
 import { type AdminOptions, handleAdmin, json } from "./admin.ts";
@@ -190,7 +191,11 @@ export function createHttpHandler(broker: Broker, options: HttpHandlerOptions = 
             "www-authenticate": 'Bearer realm="denomq"',
           });
         }
-        return handleAdmin(request, url, broker, adminOptions);
+        const peer = info.remoteAddr as Partial<Deno.NetAddr>;
+        const from = peer.hostname === undefined
+          ? "?"
+          : formatAddress(peer.hostname, peer.port ?? 0);
+        return handleAdmin(request, url, broker, adminOptions, from);
       }
       switch (path) {
         case "/metrics":
