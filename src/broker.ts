@@ -750,6 +750,12 @@ export class Broker extends EventTarget {
       connectionsTotal: c.connectionsTotal,
       connectionsRefused: c.connectionsRefused,
       protocolErrors: c.protocolErrors,
+      connectionsAccepted: c.connectionsAccepted,
+      connected: c.connected,
+      connectedMax: c.connectedMax,
+      sessionsExpired: c.sessionsExpired,
+      packetsIn: c.packetsIn,
+      packetsOut: c.packetsOut,
       dropped: { ...c.dropped },
     };
   }

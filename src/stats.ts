@@ -50,6 +50,18 @@ export interface BrokerStats {
   connectionsRefused: number;
   /** Connections closed for a protocol violation or a malformed packet. */
   protocolErrors: number;
+  /** CONNECTs accepted (CONNACK 0 sent) since start. */
+  connectionsAccepted: number;
+  /** Clients whose CONNECT was accepted and whose connection is open. */
+  connected: number;
+  /** The most clients connected at once since start. */
+  connectedMax: number;
+  /** Offline persistent sessions removed because they expired. */
+  sessionsExpired: number;
+  /** MQTT packets of any type received from clients. */
+  packetsIn: number;
+  /** MQTT packets of any type queued for clients. */
+  packetsOut: number;
   /** Messages not delivered or not stored, by reason. */
   dropped: DropCounters;
 }

@@ -148,6 +148,15 @@ Deno.test("metrics: the reference parser accepts /metrics and the values follow 
     );
     assert.equal(sampleValue(samples, "denomq_clients_connected"), 0);
     assert.equal(sampleValue(samples, "denomq_clients_connected_max"), 4);
+    // broker.stats() carries the same counters.
+    const stats = broker.stats();
+    assert.equal(stats.connectedMax, 4);
+    assert.equal(stats.connected, 0);
+    assert.equal(
+      stats.connectionsAccepted,
+      sampleValue(samples, "denomq_connections_accepted_total"),
+    );
+    assert.equal(stats.packetsIn, sampleValue(samples, "denomq_packets_received_total"));
   } finally {
     for (const client of clients) await client.endAsync();
     await broker.close();
