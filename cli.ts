@@ -12,10 +12,18 @@
  *
  * @module
  */
-import { Broker } from "./mod.ts";
+import { Broker, createHttpHandler, loadTokenFile } from "./mod.ts";
 import { FileAuth, fileAuthErrorOption } from "./src/auth/file_auth.ts";
 import { type CliConfig, helpText, parseCliArgs, UsageError, VERSION } from "./src/cli_args.ts";
-import { createLogger, flushLogs, type Logger, type LogLevel, stderrSink } from "./src/logger.ts";
+import {
+  createLogger,
+  flushLogs,
+  formatAddress,
+  type LogFormat,
+  type Logger,
+  type LogLevel,
+  sinkFor,
+} from "./src/logger.ts";
 import { SqlitePersistence } from "./src/persistence/sqlite.ts";
 import { acceptProxied } from "./src/transport/proxy_protocol.ts";
 import { loadPskFile } from "./src/transport/psk_file.ts";
@@ -43,19 +51,19 @@ function errorText(error: unknown): string {
   return error instanceof Error ? error.message.split("\n")[0] : String(error).split("\n")[0];
 }
 
-function readFileFor(flag: string, path: string): string {
+function readFileFor(config: CliConfig, flag: string, path: string): string {
   try {
     return Deno.readTextFileSync(path);
   } catch (error) {
-    throw new UsageError(`--${flag} ${path}: ${errorText(error)}`);
+    throw new UsageError(`${config.describe(flag, path)}: ${errorText(error)}`);
   }
 }
 
 /** The one line a refused certificate/key pair becomes, naming the flag at fault. */
 function tlsErrorText(config: CliConfig, error: unknown): string {
   const text = errorText(error);
-  const cert = `--tls-cert ${config.tlsCert}`;
-  const key = `--tls-key ${config.tlsKey}`;
+  const cert = config.describe("tls-cert", config.tlsCert);
+  const key = config.describe("tls-key", config.tlsKey);
   if (/KeyMismatch|not be consistent/i.test(text)) {
     return `${key}: the private key does not match the certificate in ${cert}`;
   }
@@ -64,9 +72,75 @@ function tlsErrorText(config: CliConfig, error: unknown): string {
   return `${cert} / ${key}: ${text}`;
 }
 
+function isLoopbackHost(host: string): boolean {
+  return host.startsWith("127.") || host === "::1" || host === "::ffff:127.0.0.1" ||
+    host === "localhost";
+}
+
 function isLoopback(addr: Deno.Addr): boolean {
-  const host = (addr as Deno.NetAddr).hostname ?? "";
-  return host.startsWith("127.") || host === "::1" || host === "::ffff:127.0.0.1";
+  return isLoopbackHost((addr as Deno.NetAddr).hostname ?? "");
+}
+
+/** Whether clients without a user name get in, as `FileAuth` decides it. */
+function anonymousAllowed(config: CliConfig): boolean {
+  return config.passwordFile === undefined
+    ? config.allowAnonymous !== false
+    : config.allowAnonymous === true;
+}
+
+/**
+ * Binds through `bind`, turning the errors an operator can fix into one line naming the flag:
+ * an address in use (exit 1, a runtime condition) or a host that does not resolve (exit 2).
+ */
+async function bindFor<T>(
+  config: CliConfig,
+  portFlag: string,
+  hostFlag: string,
+  host: string,
+  port: number,
+  bind: () => T | Promise<T>,
+): Promise<T> {
+  try {
+    return await bind();
+  } catch (error) {
+    const where = formatAddress(host, port);
+    if (error instanceof Deno.errors.AddrInUse) {
+      throw new Error(`${config.describe(portFlag, port)}: address ${where} is already in use`);
+    }
+    const hostLabel = config.describe(hostFlag, host);
+    if (error instanceof Deno.errors.AddrNotAvailable) {
+      throw new UsageError(`${hostLabel}: address not available on this machine (${where})`);
+    }
+    const text = errorText(error);
+    if (/lookup|resolve|Name or service|nodename|getaddrinfo|No address/i.test(text)) {
+      throw new UsageError(`${hostLabel}: cannot resolve the host name (${text})`);
+    }
+    throw error;
+  }
+}
+
+/** The one start-up line per listener: address, transport, and whether anonymous clients get in. */
+function logListener(
+  log: Logger,
+  config: CliConfig,
+  transport: string,
+  host: string,
+  port: number,
+  suffix = "",
+): void {
+  const anonymous = anonymousAllowed(config);
+  log.info(
+    `listening on ${transport} ${formatAddress(host, port)}${suffix} (anonymous clients ${
+      anonymous ? "allowed" : "refused"
+    })`,
+  );
+  if (anonymous && !isLoopbackHost(host)) {
+    log.warn(
+      `anonymous clients are allowed on ${transport} ${
+        formatAddress(host, port)
+      }, which other hosts can reach: add --password-file (and no --allow-anonymous) to require a user name`,
+    );
+  }
 }
 
 /** Runs the broker until SIGINT or SIGTERM; returns the exit code. */
@@ -90,7 +164,7 @@ export async function main(args: string[]): Promise<number> {
   // Until every listener is up, log lines are held: a start that fails prints its one error
   // line alone (it says what went wrong), not "listening on" lines for listeners that are
   // closed again at once, nor stunnel's own account of the failure.
-  const startup = holdLogLines(config.logLevel);
+  const startup = holdLogLines(config.logLevel, config.logFormat);
   const log = startup.log;
   const stoppers: Stopper[] = [];
   let fail: (reason: string) => void = () => {};
@@ -116,6 +190,7 @@ export async function main(args: string[]): Promise<number> {
     }
     const broker = await startBroker(config, log, auth, stoppers);
     if (config.listeners !== undefined) {
+      const token = await loadHttpToken(config);
       try {
         await startConfiguredListeners(broker, config.listeners, {
           log,
@@ -128,6 +203,7 @@ export async function main(args: string[]): Promise<number> {
         if (error instanceof Deno.errors.AddrInUse) throw error;
         throw new UsageError(errorText(error));
       }
+      if (config.httpPort !== undefined) (await startHttp(config, log, broker, stoppers, token))();
     } else {
       await startListeners(config, log, broker, stoppers, (reason) => fail(reason));
     }
@@ -140,7 +216,16 @@ export async function main(args: string[]): Promise<number> {
   } catch (error) {
     startup.drop();
     await stopAll(stoppers, log);
-    console.error(`error: ${errorText(error)}`);
+    // A log collector reading JSON lines gets the reason as one of them too.
+    if (config.logFormat === "json") {
+      console.error(JSON.stringify({
+        time: new Date().toISOString(),
+        level: "error",
+        msg: errorText(error),
+      }));
+    } else {
+      console.error(`error: ${errorText(error)}`);
+    }
     return error instanceof UsageError ? 2 : 1;
   }
   startup.release();
@@ -164,18 +249,22 @@ export async function main(args: string[]): Promise<number> {
   return typeof outcome === "string" ? 0 : 1;
 }
 
-function holdLogLines(level: LogLevel): { log: Logger; release(): void; drop(): void } {
-  let held: [Parameters<typeof stderrSink>[0], string][] | undefined = [];
+function holdLogLines(
+  level: LogLevel,
+  format: LogFormat,
+): { log: Logger; release(): void; drop(): void } {
+  const sink = sinkFor(format);
+  let held: [Parameters<typeof sink>[0], string][] | undefined = [];
   const log = createLogger(level, (l, message) => {
     if (held !== undefined) held.push([l, message]);
-    else stderrSink(l, message);
+    else sink(l, message);
   });
   return {
     log,
     release() {
       const lines = held ?? [];
       held = undefined;
-      for (const [l, message] of lines) stderrSink(l, message);
+      for (const [l, message] of lines) sink(l, message);
     },
     drop() {
       held = undefined;
@@ -197,8 +286,10 @@ async function loadAuth(config: CliConfig): Promise<FileAuth | undefined> {
       allowAnonymous: config.allowAnonymous,
     });
   } catch (error) {
-    // The error says which file it is about; the flag is that file's.
-    const flag = fileAuthErrorOption(error) === "aclFile" ? "--acl-file" : "--password-file";
+    // The error says which file it is about; the flag (or config key) is that file's.
+    const flag = config.describe(
+      fileAuthErrorOption(error) === "aclFile" ? "acl-file" : "password-file",
+    );
     throw new UsageError(`${flag}: ${errorText(error)}`);
   }
 }
@@ -230,7 +321,7 @@ async function startBroker(
   try {
     await broker.ready;
   } catch (error) {
-    throw new UsageError(`--data-dir ${config.dataDir}: ${errorText(error)}`);
+    throw new UsageError(`${config.describe("data-dir", config.dataDir)}: ${errorText(error)}`);
   }
   if (log.enabled("debug")) {
     broker.addEventListener("subscribe", ({ detail: { client, subscriptions, granted } }) => {
@@ -253,30 +344,48 @@ async function startListeners(
   fail: (reason: string) => void,
 ): Promise<void> {
   const host = config.host;
+  const readyHooks: (() => void)[] = [];
   // Files first: a bad one is reported before any port is taken.
   let tls: { cert: string; key: string } | undefined;
   if (config.tlsCert !== undefined && config.tlsKey !== undefined) {
     tls = {
-      cert: readFileFor("tls-cert", config.tlsCert),
-      key: readFileFor("tls-key", config.tlsKey),
+      cert: readFileFor(config, "tls-cert", config.tlsCert),
+      key: readFileFor(config, "tls-key", config.tlsKey),
     };
   }
   if (config.pskFile !== undefined) {
     try {
       await loadPskFile(config.pskFile);
     } catch (error) {
-      throw new UsageError(`--psk-file ${config.pskFile}: ${errorText(error)}`);
+      throw new UsageError(`${config.describe("psk-file", config.pskFile)}: ${errorText(error)}`);
     }
   }
+  const token = await loadHttpToken(config);
   if (tls !== undefined) {
-    try {
-      await broker.listen({ hostname: host, port: config.tlsPort, tls });
-    } catch (error) {
-      if (error instanceof Deno.errors.AddrInUse) throw error;
-      throw new UsageError(tlsErrorText(config, error));
-    }
+    const listener = await bindFor(config, "tls-port", "host", host, config.tlsPort, async () => {
+      try {
+        return await broker.listen({ hostname: host, port: config.tlsPort, tls, log: false });
+      } catch (error) {
+        if (
+          error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.AddrNotAvailable ||
+          /lookup|resolve/i.test(errorText(error))
+        ) throw error;
+        throw new UsageError(tlsErrorText(config, error));
+      }
+    });
+    logListener(log, config, "tls", listener.hostname, listener.port);
   }
-  if (config.tcp) await broker.listen({ hostname: host, port: config.port });
+  if (config.tcp) {
+    const listener = await bindFor(
+      config,
+      "port",
+      "host",
+      host,
+      config.port,
+      () => broker.listen({ hostname: host, port: config.port, log: false }),
+    );
+    logListener(log, config, "tcp", listener.hostname, listener.port);
+  }
   for (const [port, secure] of [[config.wsPort, false], [config.wssPort, true]] as const) {
     if (port === undefined) continue;
     const transport = secure ? "wss" : "ws";
@@ -286,14 +395,26 @@ async function startListeners(
       // A whole packet must fit in what the adapter buffers.
       maxInboundBytes: 2 * broker.limits.maxPacketSize,
     });
-    const server = Deno.serve({
-      hostname: host,
+    const server = await bindFor(
+      config,
+      secure ? "wss-port" : "ws-port",
+      "host",
+      host,
       port,
-      ...(secure ? tls : {}),
-      onListen: (addr) =>
-        log.info(`listening on ${transport} ${addr.hostname}:${addr.port}${config.wsPath}`),
-    }, handler);
+      () =>
+        Deno.serve({
+          hostname: host,
+          port,
+          ...(secure ? tls : {}),
+          onListen: (addr) =>
+            logListener(log, config, transport, addr.hostname, addr.port, config.wsPath),
+        }, handler),
+    );
     stoppers.push(() => server.shutdown());
+  }
+  // Ready once everything below is bound too; see the end of this function.
+  if (config.httpPort !== undefined) {
+    readyHooks.push(await startHttp(config, log, broker, stoppers, token));
   }
   if (config.pskFile !== undefined) {
     // The sidecar's only way in: loopback, and every connection must start with a PROXY header.
@@ -301,6 +422,7 @@ async function startListeners(
       hostname: "127.0.0.1",
       port: 0,
       transport: "psk",
+      log: false,
       accept: (conn) => {
         if (!isLoopback(conn.remoteAddr)) {
           return Promise.reject(new Error("not from the PSK sidecar"));
@@ -308,6 +430,11 @@ async function startListeners(
         return acceptProxied(conn, "psk");
       },
     });
+    log.info(
+      `listening on psk ${
+        formatAddress(inner.hostname, inner.port)
+      } (loopback only: the stunnel sidecar's way in, PROXY protocol)`,
+    );
     const options: PskSidecarOptions = {
       pskFile: config.pskFile,
       hostname: host,
@@ -351,16 +478,89 @@ async function startListeners(
     } catch (error) {
       const flag = error instanceof Error && error.cause instanceof Deno.errors.NotFound ||
           error instanceof Deno.errors.NotCapable
-        ? `--stunnel ${config.stunnel}`
+        ? config.describe("stunnel", config.stunnel)
         : /Address already in use/.test(errorText(error))
-        ? `--psk-port ${config.pskPort}`
-        : `--psk-file ${config.pskFile}`;
+        ? config.describe("psk-port", config.pskPort)
+        : config.describe("psk-file", config.pskFile);
       throw new UsageError(`${flag}: ${errorText(error)}`);
     }
     // A restart takes the same port, also when port 0 had stunnel pick one.
     options.port = sidecar.port;
-    log.info(`listening on tls-psk ${host}:${sidecar.port} (stunnel pid ${sidecar.pid})`);
+    logListener(log, config, "tls-psk", host, sidecar.port, ` (stunnel pid ${sidecar.pid})`);
   }
+  for (const hook of readyHooks) hook();
+}
+
+/** The bearer token of the admin API, read before any port is taken. */
+async function loadHttpToken(config: CliConfig): Promise<string | undefined> {
+  if (config.httpTokenFile === undefined) return undefined;
+  try {
+    return await loadTokenFile(config.httpTokenFile);
+  } catch (error) {
+    // The message names the file already when it is about the file's mode or contents.
+    const text = errorText(error).replace(`${config.httpTokenFile}: `, "");
+    throw new UsageError(`${config.describe("http-token-file", config.httpTokenFile)}: ${text}`);
+  }
+}
+
+/**
+ * The HTTP side (`--http-port`): metrics, health, admin API, status page. Returns the function
+ * that marks the broker ready (/readyz) once every other listener is bound too.
+ */
+async function startHttp(
+  config: CliConfig,
+  log: Logger,
+  broker: Broker,
+  stoppers: Stopper[],
+  token: string | undefined,
+): Promise<() => void> {
+  let bound = false;
+  const handler = createHttpHandler(broker, {
+    token,
+    webSocket: config.httpWs ? { path: config.wsPath, transport: "ws" } : undefined,
+    config: publicConfig(config),
+    ready: () => bound || "starting",
+  });
+  stoppers.push(() => handler.close());
+  const httpHost = config.httpHost;
+  const httpPort = config.httpPort!;
+  const server = await bindFor(
+    config,
+    "http-port",
+    "http-host",
+    httpHost,
+    httpPort,
+    () =>
+      Deno.serve({
+        hostname: httpHost,
+        port: httpPort,
+        onListen: (addr) => {
+          const where = formatAddress(addr.hostname, addr.port);
+          log.info(
+            `listening on http ${where} (metrics, health, status page; admin API ${
+              token === undefined ? "off: no --http-token-file" : "with bearer token"
+            })`,
+          );
+          if (!isLoopbackHost(addr.hostname)) {
+            log.warn(
+              `http ${where}: metrics, health and the status page are served without a token ` +
+                "to anyone who can reach this address",
+            );
+          }
+          if (config.httpWs) {
+            logListener(log, config, "ws", addr.hostname, addr.port, config.wsPath);
+          }
+        },
+      }, handler),
+  );
+  stoppers.push(() => server.shutdown());
+  return () => bound = true;
+}
+
+/** What `GET /api/v1/config` shows: the flags in force (file paths, never file contents). */
+function publicConfig(config: CliConfig): Record<string, unknown> {
+  const { limits: _limits, describe: _describe, ...rest } = config;
+  return { ...rest, anonymousAllowed: anonymousAllowed(config) };
 }
 
 async function stopAll(stoppers: Stopper[], log: Logger): Promise<void> {

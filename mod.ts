@@ -18,6 +18,17 @@
  * console.log(listener.port);
  * ```
  *
+ * @example Metrics, health, an admin API and a live status page on one HTTP listener
+ * ```ts ignore
+ * import { Broker, createHttpHandler } from "./mod.ts";
+ *
+ * await using broker = new Broker();
+ * await broker.listen({ port: 1883 });
+ * using ops = createHttpHandler(broker, { token: Deno.env.get("DENOMQ_ADMIN_TOKEN") });
+ * await using server = Deno.serve({ hostname: "127.0.0.1", port: 9090 }, ops);
+ * // GET /metrics, /healthz, /readyz, /; /api/v1/... with "Authorization: Bearer TOKEN"
+ * ```
+ *
  * @module
  */
 export {
@@ -70,6 +81,20 @@ export {
 } from "./src/codec/packet.ts";
 export type { BrokerConn } from "./src/transport/types.ts";
 export { createLogger, type Logger, type LogLevel, type LogSink } from "./src/logger.ts";
+export {
+  createHttpHandler,
+  type HttpHandler,
+  type HttpHandlerOptions,
+} from "./src/http/handler.ts";
+export {
+  type MetricFamily,
+  type MetricSample,
+  type MetricType,
+  type ReadinessCheck,
+  registerMetricFamily,
+  registerReadinessCheck,
+} from "./src/http/registry.ts";
+export { loadTokenFile } from "./src/http/token.ts";
 export { FileAuth, type FileAuthOptions, type ReloadResult } from "./src/auth/file_auth.ts";
 export {
   DEFAULT_ITERATIONS,

@@ -19,7 +19,7 @@ import type {
   ClientInfo,
   RemoteAddress,
 } from "./hooks.ts";
-import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from "./logger.ts";
+import { createLogger, formatAddress, LOG_LEVELS, type Logger, type LogLevel } from "./logger.ts";
 import { forwardedProperties, Message } from "./message.ts";
 import { type Limits, resolveLimits } from "./options.ts";
 import { RetainedStore } from "./retained_store.ts";
@@ -30,8 +30,9 @@ import { type BrokerStats, Counters } from "./stats.ts";
 import { validateTopicName } from "./topic/topic.ts";
 import { DurableState, restoreState } from "./durable_state.ts";
 import type { Persistence } from "./persistence/persistence.ts";
-import { VERSION } from "./version.ts";
 import type { BrokerConn } from "./transport/types.ts";
+import { type ListenerInfo, registerInternals } from "./introspection.ts";
+import { SysTopics } from "./sys_topics.ts";
 
 /** Options of `new Broker()`. */
 export interface BrokerOptions {
@@ -79,7 +80,7 @@ export interface BrokerOptions {
 
 /** Where and how `broker.listen()` accepts connections. */
 export interface ListenOptions {
-  /** Default "0.0.0.0". */
+  /** Default "127.0.0.1" (this machine only, as mosquitto 2.0); "0.0.0.0" serves every host. */
   hostname?: string;
   /** Default 1883 (8883 with `tls`); 0 picks a free port. */
   port?: number;
@@ -99,6 +100,8 @@ export interface ListenOptions {
   name?: string;
   /** Connections open at once through this listener; past it a new one is closed at once. */
   maxConnections?: number;
+  /** Log "listening on …" at info. Default true (the CLI writes its own line). */
+  log?: boolean;
 }
 
 /** A listening socket of the broker. */
@@ -150,6 +153,22 @@ const MAX_REFUSING = 1024;
 
 const utf8 = new TextEncoder();
 
+// Every option of `new Broker()`: anything else is a TypeError, as an unknown limit is.
+const OPTION_NAMES: ReadonlySet<string> = new Set([
+  "limits",
+  "authenticate",
+  "authorizePublish",
+  "authorizeSubscribe",
+  "authorizeForward",
+  "logLevel",
+  "logger",
+  "sysIntervalMs",
+  "logConnections",
+  "persistence",
+  "authenticateEnhanced",
+  "responseInformation",
+]);
+
 function closeQuietly(conn: BrokerConn): void {
   try {
     conn.close();
@@ -195,7 +214,7 @@ export class Broker extends EventTarget {
   readonly #retained: RetainedStore;
   readonly #registry: SessionRegistry;
   readonly #connections = new Set<Connection>();
-  readonly #listeners = new Set<{ close(): void; done: Promise<void> }>();
+  readonly #listeners = new Set<{ close(): void; done: Promise<void>; info: ListenerInfo }>();
   readonly #handlers = new Map<string, Set<unknown>>();
   readonly #wrapped = new WeakMap<object, EventListener>();
   readonly #log: Logger;
@@ -203,6 +222,7 @@ export class Broker extends EventTarget {
   #mirror: StateMirror | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #sysTimer: ReturnType<typeof setInterval> | undefined;
+  #readiness: "loading" | "ready" | "failed" = "loading";
   readonly #startedAt = Date.now();
   // Epoch ms at which the retained store may hold an expired message (5.0 Message Expiry).
   #retainedExpiry = Infinity;
@@ -243,6 +263,9 @@ export class Broker extends EventTarget {
     super();
     if (options === null || typeof options !== "object") {
       throw new TypeError("Broker options must be an object");
+    }
+    for (const key of Object.keys(options)) {
+      if (!OPTION_NAMES.has(key)) throw new TypeError(`Unknown Broker option "${key}"`);
     }
     this.#limits = resolveLimits(options.limits);
     for (
@@ -299,10 +322,12 @@ export class Broker extends EventTarget {
       sessionDeleted: (session) => this.#mirror?.sessionDeleted(session),
       publishWill: (client, will) => this.#publishWill(client, will),
       debug: (line) => this.#log.debug(line),
+      expired: () => this.#counters.sessionsExpired++,
     });
     this.#ctx = {
       now: 0,
       logConnections,
+      trace: this.#log.enabled("debug"),
       limits: this.#limits,
       responseInformation,
       decoder: new Decoder({ maxPacketSize: this.#limits.maxPacketSize }),
@@ -368,37 +393,21 @@ export class Broker extends EventTarget {
         `Broker option "sysIntervalMs" must be a non-negative integer, got ${sysIntervalMs}`,
       );
     }
+    registerInternals(this, {
+      ctx: this.#ctx,
+      connections: this.#connections,
+      startedAt: this.#startedAt,
+      store: this.#store,
+      listeners: () => [...this.#listeners].map((l) => l.info),
+      readiness: () => this.#readiness,
+      isClosed: () => this.#closed,
+    });
+    this.#ready.then(() => this.#readiness = "ready", () => this.#readiness = "failed");
     if (sysIntervalMs > 0) {
-      this.#sysTimer = setInterval(() => this.#publishSys(), sysIntervalMs);
+      const sys = new SysTopics({ ctx: this.#ctx, startedAt: this.#startedAt });
+      this.#sysTimer = setInterval(() => sys.publish(), sysIntervalMs);
       Deno.unrefTimer(this.#sysTimer);
-      this.#publishSys();
-    }
-  }
-
-  // The $SYS topics mosquitto users look for; retained so a new subscriber sees them at once.
-  #publishSys(): void {
-    const s = this.stats();
-    const connected = this.#connectedClients();
-    const values: [string, string | number][] = [
-      ["version", `denomq ${VERSION}`],
-      ["uptime", `${Math.floor((Date.now() - this.#startedAt) / 1000)} seconds`],
-      ["clients/connected", connected],
-      ["clients/total", s.sessions],
-      ["clients/disconnected", Math.max(0, s.sessions - connected)],
-      ["messages/received", s.messagesIn],
-      ["messages/sent", s.messagesOut],
-      ["messages/dropped", Object.values(s.dropped).reduce((a, b) => a + b, 0)],
-      ["bytes/received", s.bytesIn],
-      ["bytes/sent", s.bytesOut],
-      ["subscriptions/count", s.subscriptions],
-      ["retained messages/count", s.retained],
-      ["store/messages/count", s.queued + s.inflight],
-    ];
-    for (const [name, value] of values) {
-      this.#publish(
-        new Message(`$SYS/broker/${name}`, utf8.encode(String(value)), 0, true),
-        undefined,
-      );
+      sys.publish();
     }
   }
 
@@ -500,7 +509,7 @@ export class Broker extends EventTarget {
 
   #listen(options: ListenOptions): Promise<Listener> {
     if (this.#closed) return Promise.reject(new Error("Cannot listen: the broker is closed"));
-    const hostname = options.hostname ?? "0.0.0.0";
+    const hostname = options.hostname ?? "127.0.0.1";
     const port = options.port ?? (options.tls ? 8883 : 1883);
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       return Promise.reject(new RangeError(`Port must be an integer from 0 to 65535, got ${port}`));
@@ -538,7 +547,9 @@ export class Broker extends EventTarget {
         } catch (error) {
           if (stopped || error instanceof Deno.errors.BadResource) return;
           // Out of file descriptors and the like: say so, wait, and keep serving the others.
-          this.#log.warn(`${transport} ${addr.hostname}:${addr.port}: accept failed: ${error}`);
+          this.#log.warn(
+            `${transport} ${formatAddress(addr.hostname, addr.port)}: accept failed: ${error}`,
+          );
           await new Promise<void>((resolve) => {
             wake = resolve;
             retryTimer = setTimeout(resolve, 100);
@@ -578,6 +589,7 @@ export class Broker extends EventTarget {
     };
     const done = loop().catch((error) => this.#log.error(`accept loop: ${error}`));
     const entry = {
+      info: { hostname: addr.hostname, port: addr.port, transport },
       close: () => {
         if (stopped) return;
         stopped = true;
@@ -592,11 +604,13 @@ export class Broker extends EventTarget {
       done,
     };
     this.#listeners.add(entry);
-    this.#log.info(
-      `listening on ${transport} ${addr.hostname}:${addr.port}${
-        name === undefined ? "" : ` (listener ${name})`
-      }`,
-    );
+    if (options.log !== false) {
+      this.#log.info(
+        `listening on ${transport} ${formatAddress(addr.hostname, addr.port)}${
+          name === undefined ? "" : ` (listener ${name})`
+        }`,
+      );
+    }
     return Promise.resolve({
       hostname: addr.hostname,
       port: addr.port,
@@ -635,6 +649,7 @@ export class Broker extends EventTarget {
     const overLimit = this.#connections.size >= this.#limits.maxConnections;
     if (overLimit && this.#refusing >= MAX_REFUSING) {
       this.#counters.connectionsRefused++;
+      this.#counters.connectRefused[3]++;
       closeQuietly(conn);
       return Promise.resolve();
     }
@@ -694,6 +709,7 @@ export class Broker extends EventTarget {
       this.#publishWill(connection.client, left);
     }
     if (connection.connected) {
+      this.#counters.connected--;
       if (this.#ctx.logConnections || this.#log.enabled("debug")) {
         const line = `client ${JSON.stringify(connection.client.clientId)} disconnected: ${reason}`;
         if (this.#ctx.logConnections) this.#log.info(line);
@@ -825,6 +841,28 @@ export class Broker extends EventTarget {
     return this.#mirror?.durable() ?? Promise.resolve();
   }
 
+  /**
+   * Disconnects the connected client with this id, as an administrator would, and returns true;
+   * false when no client with that id is connected. Its will is published (the client did not
+   * send DISCONNECT); a persistent session stays. `reasonCode` (0x80..0xff, default 0x98,
+   * administrative action) is the DISCONNECT reason code for MQTT 5.0; MQTT 3.1.1 has no
+   * DISCONNECT from the server, so a 3.1.1 connection is closed.
+   */
+  disconnectClient(clientId: string, reasonCode = 0x98): boolean {
+    if (!Number.isInteger(reasonCode) || reasonCode < 0x80 || reasonCode > 0xff) {
+      throw new RangeError(`disconnectClient: reasonCode must be 0x80..0xff, got ${reasonCode}`);
+    }
+    const link = this.#registry.sessions.get(clientId)?.link as Connection | undefined;
+    if (link === undefined || link.isClosed) return false;
+    // A 5.0 connection is sent DISCONNECT with `reasonCode` first; a 3.1.1 one is closed.
+    link.disconnect(
+      reasonCode,
+      `disconnected by an administrator (reason 0x${reasonCode.toString(16)})`,
+      true,
+    );
+    return true;
+  }
+
   /** A snapshot of the counters. */
   stats(): BrokerStats {
     const c = this.#counters;
@@ -845,6 +883,12 @@ export class Broker extends EventTarget {
       protocolErrors: c.protocolErrors,
       memoryUsed: c.memory.used,
       memoryPauses: c.memoryPauses,
+      connectionsAccepted: c.connectionsAccepted,
+      connected: c.connected,
+      connectedMax: c.connectedMax,
+      sessionsExpired: c.sessionsExpired,
+      packetsIn: c.packetsIn,
+      packetsOut: c.packetsOut,
       dropped: { ...c.dropped },
     };
   }

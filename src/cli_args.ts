@@ -5,7 +5,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { LOG_LEVELS, type LogLevel } from "./logger.ts";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./logger.ts";
 import { DEFAULT_LIMITS, isBooleanLimit, LIMIT_RANGES, limitFlag, type Limits } from "./options.ts";
 
 import { VERSION } from "./version.ts";
@@ -56,6 +57,18 @@ export interface CliConfig {
   logConnections?: boolean;
   /** mosquitto.conf directives accepted and ignored: one line each, logged at start. */
   notes?: string[];
+  logFormat: LogFormat;
+  /** The HTTP side (metrics, health, admin API, status page); off without a port. */
+  httpPort?: number;
+  httpHost: string;
+  httpTokenFile?: string;
+  /** MQTT over WebSocket on the HTTP listener too, at `wsPath`. */
+  httpWs: boolean;
+  /**
+   * Where a setting came from, for error messages: `--flag VALUE`, or for a value from the
+   * config file `FILE: key "camelCase" (VALUE)`.
+   */
+  describe(flag: string, value?: unknown): string;
 }
 
 /** A bad flag or value: the CLI prints the message alone and exits 2. */
@@ -85,6 +98,9 @@ const STRING_FLAGS = {
   "data-dir": "dataDir",
   sync: "sync",
   "response-information": "responseInformation",
+  "log-format": "logFormat",
+  "http-host": "httpHost",
+  "http-token-file": "httpTokenFile",
 } as const;
 
 const PORT_FLAGS = {
@@ -93,11 +109,13 @@ const PORT_FLAGS = {
   "psk-port": "pskPort",
   "ws-port": "wsPort",
   "wss-port": "wssPort",
+  "http-port": "httpPort",
 } as const;
 
 const BOOLEAN_FLAGS = {
   "allow-anonymous": "allowAnonymous",
   "no-tcp": "noTcp",
+  "http-ws": "httpWs",
   help: "help",
   version: "version",
 } as const;
@@ -117,7 +135,8 @@ export function helpText(): string {
 A Deno-native MQTT 5.0 and 3.1.1 broker. Version ${VERSION}.
 
 Listeners:
-  --host HOST                        address to listen on (default 0.0.0.0)
+  --host HOST                        address to listen on (default 127.0.0.1: this machine only;
+                                     --host 0.0.0.0 serves every host)
   --port PORT                        plain MQTT over TCP (default 1883)
   --no-tcp                           no plain TCP listener (with TLS, PSK or WebSocket only)
   --tls-cert FILE --tls-key FILE     add a TLS listener (PEM files)
@@ -135,10 +154,16 @@ Security:
 Persistence:
   --data-dir DIR                     keep retained messages and sessions in DIR/broker.db (SQLite)
   --sync full|normal|off             durability of acknowledged messages (default normal)
+Operations (HTTP):
+  --http-port PORT                   metrics, /healthz, /readyz, admin API, status page
+  --http-host HOST                   address of the HTTP listener (default 127.0.0.1)
+  --http-token-file FILE             bearer token of the admin API (/api/v1/...); mode 0600
+  --http-ws                          MQTT over WebSocket on the HTTP listener too (--ws-path)
 Other:
   --sys-interval SECONDS             publish $SYS/broker/... every N s, 0 = off (default 10)
   --response-information PREFIX      5.0 Response Information: PREFIX + client id, when requested
-  --log-level LEVEL                  ${LOG_LEVELS.join("|")} (default info)
+  --log-level LEVEL                  ${LOG_LEVELS.join("|")} (default info; debug traces packets)
+  --log-format FORMAT                ${LOG_FORMATS.join("|")} (default text)
   --config FILE                      JSON object of these options in camelCase; flags override it
                                      (also "listeners" and "bridges" arrays, see README)
   --mosquitto-conf FILE              read a mosquitto.conf (listeners, auth, limits, bridges)
@@ -148,24 +173,87 @@ ${limitLines.join("\n")}
 `;
 }
 
-function parseInteger(flag: string, value: unknown, min: number, max: number): number {
+/** `label` names where the value came from: `--flag`, or the config file and its key. */
+function parseInteger(label: string, value: unknown, min: number, max: number): number {
   const n = typeof value === "number"
     ? value
     : typeof value === "string" && /^-?\d+$/.test(value.trim())
     ? Number(value.trim())
     : NaN;
   if (!Number.isSafeInteger(n)) {
-    throw new UsageError(`--${flag}: expected an integer, got "${value}"`);
+    throw new UsageError(`${label}: expected an integer, got ${JSON.stringify(value)}`);
   }
   if (n < min || n > max) {
-    throw new UsageError(`--${flag}: must be between ${min} and ${max}, got ${n}`);
+    throw new UsageError(`${label}: must be between ${min} and ${max}, got ${n}`);
   }
   return n;
 }
 
+// Flags whose value is a path: in the config file, relative to the file's folder.
+const PATH_FLAGS = new Set([
+  "tls-cert",
+  "tls-key",
+  "psk-file",
+  "password-file",
+  "acl-file",
+  "data-dir",
+  "http-token-file",
+]);
+
+// `--port -1` is a value, not an unknown short option: parseArgs would call it ambiguous.
+function joinNegativeValues(args: string[], valued: Set<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    const next = args[i + 1];
+    if (
+      arg.startsWith("--") && !arg.includes("=") && valued.has(arg.slice(2)) &&
+      next !== undefined && /^-\d/.test(next)
+    ) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
+const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
+
+// Two listeners given one port fail at the second bind; say so before binding anything.
+function checkPorts(config: CliConfig): void {
+  const taken: [string, string, number][] = [];
+  const add = (flag: string, host: string, port: number | undefined, on: boolean) => {
+    if (on && port !== undefined && port !== 0) taken.push([flag, host, port]);
+  };
+  // "listeners" (JSON or mosquitto.conf) replace the listener flags: only their ports count then.
+  const flags = config.listeners === undefined;
+  add("port", config.host, config.port, flags && config.tcp);
+  add("tls-port", config.host, config.tlsPort, flags && config.tlsCert !== undefined);
+  add("psk-port", config.host, config.pskPort, flags && config.pskFile !== undefined);
+  add("ws-port", config.host, config.wsPort, flags);
+  add("wss-port", config.host, config.wssPort, flags);
+  add("http-port", config.httpHost, config.httpPort, true);
+  for (let i = 0; i < taken.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const [flagA, hostA, portA] = taken[j];
+      const [flagB, hostB, portB] = taken[i];
+      const overlap = hostA === hostB || WILDCARD_HOSTS.has(hostA) || WILDCARD_HOSTS.has(hostB);
+      if (portA === portB && overlap) {
+        throw new UsageError(
+          `${config.describe(flagA, portA)} and ${
+            config.describe(flagB, portB)
+          }: two listeners cannot share one port`,
+        );
+      }
+    }
+  }
+}
+
 /** Defaults of the non-limit settings. */
 export const CLI_DEFAULTS = {
-  host: "0.0.0.0",
+  host: "127.0.0.1",
   port: 1883,
   tlsPort: 8883,
   pskPort: 8884,
@@ -174,6 +262,8 @@ export const CLI_DEFAULTS = {
   logLevel: "info" as LogLevel,
   sync: "normal" as const,
   sysIntervalS: 10,
+  logFormat: "text" as LogFormat,
+  httpHost: "127.0.0.1",
 };
 
 /**
@@ -190,9 +280,15 @@ export function parseCliArgs(
   for (const flag of Object.keys(BOOLEAN_FLAGS)) options[flag] = { type: "boolean" };
   for (const [flag] of LIMIT_FLAGS) options[flag] = { type: "string" };
   options["sys-interval"] = { type: "string" };
+  const valued = new Set(Object.keys(options).filter((flag) => options[flag].type === "string"));
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
+    parsed = parseArgs({
+      args: joinNegativeValues(args, valued),
+      options,
+      strict: true,
+      allowPositionals: false,
+    });
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     throw new UsageError(message.split("\n")[0].replace(/\. To specify a positional.*$/, ""));
@@ -200,6 +296,17 @@ export function parseCliArgs(
   const values = parsed.values as Record<string, string | boolean | undefined>;
   // The config file's keys are the flags in camelCase; flags given on the command line win.
   const merged: Record<string, unknown> = {};
+  // Flags whose value came from the config file, and the key they came from.
+  const fromConfig = new Map<string, string>();
+  const configPath = typeof values.config === "string" ? values.config : "";
+  const label = (flag: string) =>
+    fromConfig.has(flag) ? `${configPath}: key "${fromConfig.get(flag)}"` : `--${flag}`;
+  const describe = (flag: string, value?: unknown) =>
+    value === undefined
+      ? label(flag)
+      : fromConfig.has(flag)
+      ? `${label(flag)} (${value})`
+      : `--${flag} ${value}`;
   let listeners: ListenerConfig[] | undefined;
   let bridges: BridgeConfig[] | undefined;
   let mosquitto: MosquittoConfig | undefined;
@@ -247,6 +354,8 @@ export function parseCliArgs(
     known.set("allowAnonymous", "allow-anonymous");
     known.set("tcp", "tcp");
     known.set("sysInterval", "sys-interval");
+    known.set("httpWs", "http-ws");
+    const folder = dirname(resolve(values.config));
     for (const [key, value] of Object.entries(json as Record<string, unknown>)) {
       try {
         if (key === "listeners") listeners = parseListeners(value, "listeners");
@@ -259,10 +368,19 @@ export function parseCliArgs(
       if (flag === undefined || key === "config" || key === "mosquittoConf") {
         throw new UsageError(`--config ${values.config}: unknown key "${key}"`);
       }
-      merged[flag] = value;
+      fromConfig.set(flag, key);
+      // Relative paths in the file mean the file's folder, wherever the broker was started.
+      merged[flag] = PATH_FLAGS.has(flag) && typeof value === "string" && value !== "" &&
+          !isAbsolute(value)
+        ? resolve(folder, value)
+        : value;
     }
   }
-  for (const [flag, value] of Object.entries(values)) if (value !== undefined) merged[flag] = value;
+  for (const [flag, value] of Object.entries(values)) {
+    if (value === undefined) continue;
+    merged[flag] = value;
+    fromConfig.delete(flag);
+  }
   if (mosquitto !== undefined) {
     if (listeners !== undefined || bridges !== undefined) {
       throw new UsageError(
@@ -290,26 +408,34 @@ export function parseCliArgs(
     const v = merged[flag];
     if (v === undefined) return undefined;
     if (typeof v !== "string" || v === "") {
-      throw new UsageError(`--${flag}: expected a non-empty string`);
+      throw new UsageError(`${label(flag)}: expected a non-empty string`);
     }
     return v;
   };
   const bool = (flag: string): boolean | undefined => {
     const v = merged[flag];
     if (v === undefined) return undefined;
-    if (typeof v !== "boolean") throw new UsageError(`--${flag}: expected true or false`);
+    if (typeof v !== "boolean") throw new UsageError(`${label(flag)}: expected true or false`);
     return v;
   };
   const port = (flag: string, fallback?: number): number | undefined =>
-    merged[flag] === undefined ? fallback : parseInteger(flag, merged[flag], 0, 65535);
+    merged[flag] === undefined ? fallback : parseInteger(label(flag), merged[flag], 0, 65535);
 
   const logLevel = (str("log-level") ?? CLI_DEFAULTS.logLevel) as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) {
-    throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`);
+    throw new UsageError(
+      `${label("log-level")}: must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`,
+    );
+  }
+  const logFormat = (str("log-format") ?? CLI_DEFAULTS.logFormat) as LogFormat;
+  if (!LOG_FORMATS.includes(logFormat)) {
+    throw new UsageError(
+      `${label("log-format")}: must be one of ${LOG_FORMATS.join(", ")}, got "${logFormat}"`,
+    );
   }
   const sync = str("sync") ?? CLI_DEFAULTS.sync;
   if (sync !== "full" && sync !== "normal" && sync !== "off") {
-    throw new UsageError(`--sync: must be full, normal or off, got "${sync}"`);
+    throw new UsageError(`${label("sync")}: must be full, normal or off, got "${sync}"`);
   }
   const limits: Partial<Limits> = {};
   for (const [flag, name] of LIMIT_FLAGS) {
@@ -322,11 +448,14 @@ export function parseCliArgs(
       continue;
     }
     const [min, max] = LIMIT_RANGES[name];
-    limits[name] = parseInteger(flag, value, min, max);
+    limits[name] = parseInteger(label(flag), value, min, max);
   }
   const wsPath = str("ws-path") ?? CLI_DEFAULTS.wsPath;
   if (!wsPath.startsWith("/")) {
-    throw new UsageError(`--ws-path: must start with "/", got "${wsPath}"`);
+    throw new UsageError(`${label("ws-path")}: must start with "/", got "${wsPath}"`);
+  }
+  if (merged["tcp"] !== undefined && typeof merged["tcp"] !== "boolean") {
+    throw new UsageError(`${configPath}: key "tcp": expected true or false`);
   }
   const tcp = merged["tcp"] === undefined ? !bool("no-tcp") : merged["tcp"] === true;
   const config: CliConfig & { help: boolean; version: boolean } = {
@@ -352,7 +481,13 @@ export function parseCliArgs(
     responseInformation: str("response-information"),
     sysIntervalS: merged["sys-interval"] === undefined
       ? CLI_DEFAULTS.sysIntervalS
-      : parseInteger("sys-interval", merged["sys-interval"], 0, 86_400),
+      : parseInteger(label("sys-interval"), merged["sys-interval"], 0, 86_400),
+    logFormat,
+    httpPort: port("http-port"),
+    httpHost: str("http-host") ?? CLI_DEFAULTS.httpHost,
+    httpTokenFile: str("http-token-file"),
+    httpWs: bool("http-ws") ?? false,
+    describe,
     help: bool("help") ?? false,
     version: bool("version") ?? false,
   };
@@ -374,9 +509,15 @@ export function parseCliArgs(
   }
   if (
     !config.tcp && !config.tlsCert && !config.pskFile && config.wsPort === undefined &&
-    config.listeners === undefined
+    config.listeners === undefined && !(config.httpWs && config.httpPort !== undefined)
   ) {
     throw new UsageError(`--no-tcp leaves no listener: add --tls-cert, --psk-file or --ws-port`);
   }
+  if (config.httpPort === undefined) {
+    for (const flag of ["http-token-file", "http-ws"] as const) {
+      if (merged[flag] !== undefined) throw new UsageError(`${label(flag)} needs --http-port`);
+    }
+  }
+  checkPorts(config);
   return config;
 }

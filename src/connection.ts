@@ -14,7 +14,14 @@ import {
   PINGRESP_BYTES,
   type PublishDelivery,
 } from "./codec/encoder.ts";
-import { type Packet, type ProtocolVersion, type QoS, REASON, type Will } from "./codec/packet.ts";
+import {
+  connackReturnCode,
+  type Packet,
+  type ProtocolVersion,
+  type QoS,
+  REASON,
+  type Will,
+} from "./codec/packet.ts";
 import type { BrokerContext } from "./context.ts";
 import { ProtocolError, wireAction } from "./errors.ts";
 import { handleAuth } from "./handlers/auth.ts";
@@ -25,7 +32,9 @@ import { handlePublish, handlePubrel } from "./handlers/publish.ts";
 import { handleSubscribe, handleUnsubscribe } from "./handlers/subscribe.ts";
 import type { ClientInfo, RemoteAddress } from "./hooks.ts";
 import type { ClientLink, V5State } from "./context.ts";
+import { formatAddress } from "./logger.ts";
 import type { Message } from "./message.ts";
+import { traceIn, traceOut } from "./packet_trace.ts";
 import type { Session } from "./session/session.ts";
 import type { BrokerConn } from "./transport/types.ts";
 
@@ -376,6 +385,8 @@ export class Connection implements ClientLink {
   }
 
   #dispatch(packet: Packet): void | Promise<void> {
+    this.ctx.counters.packetsIn++;
+    if (this.ctx.trace) traceIn(this.ctx.log, this.client.clientId, packet);
     if (!this.connected) {
       if (packet.type === "connect" && this.v5?.authStep !== undefined && this.v5.authStep > 0) {
         throw new ProtocolError("second CONNECT during authentication [MQTT-3.1.0-2]");
@@ -496,7 +507,14 @@ export class Connection implements ClientLink {
         );
         this.#append(payload, 0, 0);
       }
+      if (this.ctx.trace) {
+        const head = payload.length < SHARED_PAYLOAD_BYTES
+          ? message.encoded(qos, retain)
+          : encodePublishPrefix(message.topic, payload.length, qos, retain, false, packetId);
+        traceOut(this.ctx.log, this.client.clientId, head, packetId, payload.length);
+      }
       this.ctx.counters.messagesOut++;
+      this.ctx.counters.packetsOut++;
       return true;
     }
     // Per delivery: the remaining Message Expiry Interval [MQTT-3.3.2-6] and the Subscription
@@ -510,7 +528,8 @@ export class Connection implements ClientLink {
     // Never a packet larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
     if (frame.size(5, qos, delivery) > v5.maximumPacketSize) return false;
     this.sendPacket(frame.header(5, qos, retain, qos > 0 && dup, packetId, delivery));
-    if (frame.payload.length > 0) this.sendPacket(frame.payload);
+    // The payload is the same packet's second chunk: not counted or traced again.
+    if (frame.payload.length > 0) this.#append(frame.payload, 0, 0);
     this.ctx.counters.messagesOut++;
     return true;
   }
@@ -545,6 +564,8 @@ export class Connection implements ClientLink {
   /** Queues a packet to be written at the end of this event-loop turn. */
   sendPacket(bytes: Uint8Array): void {
     if (this.#isClosed) return;
+    if (this.ctx.trace) traceOut(this.ctx.log, this.client.clientId, bytes);
+    this.ctx.counters.packetsOut++;
     if (this.#single === undefined && this.#chunks === NO_CHUNKS) {
       // The usual case on a quiet connection (CONNACK, PINGRESP, an ack): no arrays at all.
       this.#single = bytes;
@@ -766,8 +787,16 @@ export class Connection implements ClientLink {
       if (code === REASON.serverBusy || code === REASON.quotaExceeded) {
         this.ctx.counters.connectionsRefused++;
       }
+      // By the 3.1.1 return code it is (1..5), for the metrics.
+      this.ctx.counters.connectRefused[connackReturnCode(code)]++;
+      // Names what an operator acts on: the client id, the address and the user name tried.
+      const { clientId, username, remoteAddress: r } = this.client;
+      const from = r === undefined
+        ? "?"
+        : `${formatAddress(r.hostname, r.port)} over ${r.transport}`;
+      const user = username === undefined ? "no user name" : `user ${JSON.stringify(username)}`;
       this.ctx.log.info(
-        `refused CONNECT from ${JSON.stringify(this.client.clientId)}: ${err.message}`,
+        `refused CONNECT from ${JSON.stringify(clientId)} (${from}, ${user}): ${err.message}`,
       );
       this.send({
         type: "connack",
@@ -803,7 +832,7 @@ export class Connection implements ClientLink {
 
   #label(): string {
     const r = this.client.remoteAddress;
-    const from = r ? `${r.hostname}:${r.port}` : "?";
+    const from = r ? formatAddress(r.hostname, r.port) : "?";
     return `client ${JSON.stringify(this.client.clientId)} (${from})`;
   }
 }

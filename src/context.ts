@@ -58,6 +58,8 @@ export interface BrokerContext {
   now: number;
   /** Whether connects and disconnects get an info log line each. */
   readonly logConnections: boolean;
+  /** Whether every packet gets a debug line (`--log-level debug`, like `mosquitto -v`). */
+  readonly trace: boolean;
   readonly limits: Limits;
   /** Response Information prefix for 5.0 clients that request it; "" = none. */
   readonly responseInformation: string;

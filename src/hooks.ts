@@ -37,7 +37,10 @@ export interface ClientInfo {
 
 /** What the `authenticate` hook is asked about. */
 export interface AuthenticateRequest extends ClientInfo {
-  /** The CONNECT's password as bytes (MQTT passwords are binary), when it had one. */
+  /**
+   * The CONNECT's password as bytes (`Uint8Array`: MQTT passwords are binary), when it had one.
+   * Not a string: for text passwords compare `new TextDecoder().decode(password)`.
+   */
   password?: Uint8Array;
   /** 5.0: the CONNECT's User Properties, in order. */
   userProperties?: [string, string][];

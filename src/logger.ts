@@ -70,6 +70,40 @@ export const stderrSink: LogSink = (level, message) => {
   }
 };
 
+/**
+ * A sink for log collectors: one JSON object per line on stderr,
+ * `{"time":"2026-11-22T10:00:00.000Z","level":"info","msg":"…"}`. Batched like
+ * {@linkcode stderrSink}.
+ */
+export const jsonStderrSink: LogSink = (level, message) => {
+  pending.push(
+    `{"time":"${new Date().toISOString()}","level":"${level}","msg":${JSON.stringify(message)}}\n`,
+  );
+  if (level === "error") return flushLogs();
+  if (!flushQueued) {
+    flushQueued = true;
+    queueMicrotask(flushLogs);
+  }
+};
+
+/** Log line formats: `text` (the default) or one JSON object per line. */
+export type LogFormat = "text" | "json";
+
+/** All log formats, for validating flags. */
+export const LOG_FORMATS: readonly LogFormat[] = ["text", "json"];
+
+/** The stderr sink of a log format. */
+export function sinkFor(format: LogFormat): LogSink {
+  return format === "json" ? jsonStderrSink : stderrSink;
+}
+
+/**
+ * `host:port` as an operator reads it: IPv6 addresses in brackets (`[::1]:1883`), as in URLs.
+ */
+export function formatAddress(hostname: string, port: number): string {
+  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+}
+
 /** Creates a logger that drops lines below `level`. */
 export function createLogger(level: LogLevel = "info", sink: LogSink = stderrSink): Logger {
   if (!(level in RANK)) throw new RangeError(`Log level must be one of ${LOG_LEVELS.join(", ")}`);

@@ -69,6 +69,18 @@ export interface BrokerStats {
   memoryUsed: number;
   /** Times a publisher's reads were paused because `memoryLimit` was reached. */
   memoryPauses: number;
+  /** CONNECTs accepted (CONNACK 0 sent) since start. */
+  connectionsAccepted: number;
+  /** Clients whose CONNECT was accepted and whose connection is open. */
+  connected: number;
+  /** The most clients connected at once since start. */
+  connectedMax: number;
+  /** Offline persistent sessions removed because they expired. */
+  sessionsExpired: number;
+  /** MQTT packets of any type received from clients. */
+  packetsIn: number;
+  /** MQTT packets of any type queued for clients. */
+  packetsOut: number;
   /** Messages not delivered or not stored, by reason. */
   dropped: DropCounters;
 }
@@ -82,6 +94,18 @@ export class Counters {
   connectionsTotal = 0;
   connectionsRefused = 0;
   protocolErrors = 0;
+  /** CONNECTs accepted (CONNACK 0 sent). */
+  connectionsAccepted = 0;
+  /** Refused CONNECTs by CONNACK return code (1..5), index = code. */
+  connectRefused: number[] = [0, 0, 0, 0, 0, 0];
+  /** Clients connected now (CONNECT accepted, not yet closed), and the most there ever were. */
+  connected = 0;
+  connectedMax = 0;
+  /** MQTT packets of any type received and sent (mosquitto's `messages/received|sent`). */
+  packetsIn = 0;
+  packetsOut = 0;
+  /** Offline persistent sessions removed because they expired. */
+  sessionsExpired = 0;
   queued = 0;
   inflight = 0;
   memoryPauses = 0;

@@ -635,6 +635,11 @@ Deno.test("bad options throw TypeError/RangeError naming the option", async () =
     [() => new Broker({ logLevel: "loud" as any }), RangeError, /logLevel/],
     // deno-lint-ignore no-explicit-any
     [() => new Broker(null as any), TypeError, /options/],
+    [
+      () => new Broker({ sysInterval: 10 } as unknown as BrokerOptions),
+      TypeError,
+      /Unknown Broker option "sysInterval"/,
+    ],
   ];
   for (const [make, type, pattern] of cases) {
     assert.throws(make, (error: unknown) => {

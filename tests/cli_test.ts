@@ -56,7 +56,10 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
       const result = await cli.finished;
       const lines = listeningLines(result.stderr);
       assert.equal(lines.length, 1, result.stderr);
-      assert.match(lines[0], new RegExp(`listening on tcp 127\\.0\\.0\\.1:${port}$`));
+      assert.match(
+        lines[0],
+        new RegExp(`listening on tcp 127\\.0\\.0\\.1:${port} \\(anonymous clients allowed\\)$`),
+      );
       assert.ok(!result.stderr.includes("    at "), result.stderr);
     } finally {
       cli.kill("SIGKILL");
@@ -117,7 +120,7 @@ Deno.test("cli: a bad flag, value or file prints one line naming it and exits 2,
       [["--config", `${dir}/missing.json`], ["--config", "missing.json"]],
       [["--config", unknownKey], ["unknown_key.json", "maxConections"]],
       [["--config", badJson], ["bad.json"]],
-      [["--config", badValue], ["--max-inflight"]],
+      [["--config", badValue], ["bad_value.json", 'key "maxInflight"', "between 1 and 65535"]],
       [["--tls-cert", `${dir}/cert.pem`], ["--tls-cert", "--tls-key"]],
       [["positional"], ["positional"]],
     ];

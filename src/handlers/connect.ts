@@ -19,6 +19,7 @@ import type { AuthenticationResult } from "../hooks.ts";
 import type { ClientLink } from "../context.ts";
 import { validateTopicName } from "../topic/topic.ts";
 import { startEnhancedAuth } from "./auth.ts";
+import { formatAddress } from "../logger.ts";
 
 const utf8 = new TextEncoder();
 // The two accepting 3.1.1 CONNACKs, shared: written as they are, never modified.
@@ -48,7 +49,7 @@ export function refuse(_link: ClientLink, reasonCode: number, reason: string): n
 function logConnect(link: ClientLink, packet: ConnectPacket): void {
   const { client } = link;
   const r = client.remoteAddress;
-  const from = r === undefined ? "?" : `${r.hostname}:${r.port} over ${r.transport}`;
+  const from = r === undefined ? "?" : `${formatAddress(r.hostname, r.port)} over ${r.transport}`;
   const user = client.username === undefined ? "" : ` as user ${JSON.stringify(client.username)}`;
   link.ctx.log.info(
     `client ${JSON.stringify(client.clientId)} connected from ${from}${user} ` +
@@ -78,6 +79,8 @@ export function handleConnect(link: ClientLink, packet: ConnectPacket): void | P
   const { limits } = ctx;
   link.client.clientId = packet.clientId;
   const level = packet.protocolLevel;
+  // Known from here on: a refused CONNECT's log line names the user name it tried.
+  if (packet.username !== undefined) link.client.username = packet.username;
   // [MQTT-3.1.2-2] unsupported protocol level; a wrong name for the level gets the same answer.
   const supported = (packet.protocolName === "MQTT" && (level === 4 || level === 5)) ||
     (packet.protocolName === "MQIsdp" && level === 3);
@@ -266,6 +269,8 @@ function accept(link: ClientLink, pending: PendingConnect): void | Promise<void>
   const { session, sessionPresent } = attached;
   link.session = session;
   link.connected = true;
+  const { counters } = ctx;
+  if (++counters.connected > counters.connectedMax) counters.connectedMax = counters.connected;
   link.will = packet.will;
   link.keepAliveMs = pending.keepAlive * 1000;
   let connack: Uint8Array;
@@ -287,6 +292,7 @@ function accept(link: ClientLink, pending: PendingConnect): void | Promise<void>
   const finish = () => {
     if (link.isClosed || link.session !== session) return;
     link.sendPacket(connack);
+    ctx.counters.connectionsAccepted++;
     session.resume();
     if (ctx.logConnections) logConnect(link, packet);
     if (ctx.listening("connect")) {

@@ -284,6 +284,8 @@ export interface Persistence {
   readonly pending: boolean;
   /** Batches written since the store was created (a diagnostic; batches that failed excluded). */
   readonly commits: number;
+  /** Milliseconds spent writing those batches, when the store measures it. */
+  readonly commitMs?: number;
   /** Writes what is pending, then closes. Idempotent. `open()` may be called again afterwards. */
   close(): Promise<void>;
 }

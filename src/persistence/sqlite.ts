@@ -326,6 +326,7 @@ export class SqlitePersistence implements Persistence {
   #deferred: Deferred | undefined;
   #immediate: ReturnType<typeof setImmediate> | undefined;
   #commits = 0;
+  #commitMs = 0;
   #droppedWhileClosed = 0;
 
   /**
@@ -360,6 +361,11 @@ export class SqlitePersistence implements Persistence {
   /** Transactions committed since the store was created. */
   get commits(): number {
     return this.#commits;
+  }
+
+  /** Milliseconds spent writing those transactions (BEGIN to COMMIT, fsync included). */
+  get commitMs(): number {
+    return this.#commitMs;
   }
 
   /**
@@ -732,6 +738,7 @@ export class SqlitePersistence implements Persistence {
     }
     const db = this.#db!;
     const st = this.#st!;
+    const started = performance.now();
     try {
       db.exec("BEGIN");
       writeOps(st, ops);
@@ -751,6 +758,7 @@ export class SqlitePersistence implements Persistence {
       return error;
     }
     this.#commits++;
+    this.#commitMs += performance.now() - started;
     waiting?.resolve();
     return undefined;
   }

@@ -25,6 +25,8 @@ export interface RegistryDeps {
   publishWill(client: ClientInfo, will: Will): void;
   /** Debug log line. */
   debug(line: string): void;
+  /** Counts a session ended because its expiry passed (before `end()` removes it). */
+  expired?(session: Session): void;
 }
 
 /** How a CONNECT wants its session. */
@@ -68,6 +70,7 @@ export class SessionRegistry {
       session !== undefined && session.link === undefined && session.expiresAt !== 0 &&
       session.expiresAt <= Date.now()
     ) {
+      this.#deps.expired?.(session);
       this.end(session);
       return undefined;
     }
@@ -200,6 +203,7 @@ export class SessionRegistry {
       if (session.link !== undefined || session.expiresAt === 0) continue;
       if (session.expiresAt <= now) {
         this.#deps.debug(`session ${JSON.stringify(session.clientId)} expired`);
+        this.#deps.expired?.(session);
         this.end(session);
       } else if (session.expiresAt < next) {
         next = session.expiresAt;
