@@ -25,6 +25,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -40,6 +41,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,14 +99,14 @@ static struct {
 	int pubs, subs, qos, size, window, wbatch, inflight, qbatch;
 	double duration, warmup, drain, rate, settle, timeout;
 	int conns, conc, filters, per_subscribe, keepalive, verbose, tick_us, pgid, persistent_subs;
-	int size_max, frozen;
+	int size_max, frozen, split;
 	double sub_rate, rss_every;
 	unsigned seed;
 } O = {
     .host = "127.0.0.1", .label = "", .port = 1883, .pubs = -1, .subs = -1, .qos = -1, .size = 64,
     .window = -1, .wbatch = -1, .inflight = 16, .qbatch = -1, .duration = 5, .warmup = 1, .drain = 2,
     .rate = 1000, .settle = 1, .timeout = 30, .conns = 10000, .conc = 100, .filters = 10000,
-    .per_subscribe = 100, .keepalive = 300, .seed = 1, .tick_us = -1, .size_max = -1, .rss_every = 0.05,
+    .per_subscribe = 100, .keepalive = 300, .seed = 1, .tick_us = -1, .size_max = -1, .rss_every = 0.05, .split = -1,
 };
 
 static scen_t scen;
@@ -132,6 +134,19 @@ static long rss_peak_kb = -1;
 static int rate_fd = -1;   /* flood --sub-rate: refills the subscribers' read budgets */
 static int rate_tag;
 static int64_t last_rx_ns; /* when a subscriber last received a PUBLISH */
+/* flood --split: the publishers run in a child process; it reports over a pipe */
+#define SPLIT_MAX_PUBS 100
+typedef struct {
+	uint64_t tx_a, tx_b, errors;
+	double cpu;   /* the child's CPU seconds over the measured period */
+	int npubs, ok;
+	uint64_t next_seq[SPLIT_MAX_PUBS], stalls[SPLIT_MAX_PUBS];
+	int unacked[SPLIT_MAX_PUBS];
+	char first_error[200];
+} split_result;
+static int kid_fd = -1; /* parent: the pipe's read end, in the epoll set */
+static int kid_tag, kid_done;
+static split_result kid_result;
 static uint64_t rx_bytes;  /* payload bytes received by (healthy) subscribers */
 static int subs_live, pubs_live, idles_live, idles_failed;
 static int64_t t_subscribe0, t_subscribe1;
@@ -797,6 +812,17 @@ static void loop_once(int timeout_ms)
 			}
 			continue;
 		}
+		if (evs[i].data.ptr == &kid_tag) {
+			/* one write of less than PIPE_BUF bytes arrives whole */
+			ssize_t n = read(kid_fd, &kid_result, sizeof kid_result);
+			if (n != (ssize_t)sizeof kid_result) {
+				if (n >= 0) record_error("publisher process: %s", n ? "short report" : "exited without a report");
+				kid_result.ok = 0;
+			}
+			epoll_ctl(ep, EPOLL_CTL_DEL, kid_fd, NULL);
+			kid_done = 1;
+			continue;
+		}
 		if (evs[i].data.ptr == &rate_tag) {
 			uint64_t ticks;
 			if (read(rate_fd, &ticks, sizeof ticks) > 0) refill_readers(ticks);
@@ -1068,6 +1094,81 @@ static void build_wildcard(void)
 	}
 }
 
+static int kid_finished(void) { return kid_done; }
+static int pubs_acked(void)
+{
+	for (int p = 0; p < npubs; p++)
+		if (pubs[p]->phase == LIVE && pubs[p]->unacked > 0) return 0;
+	return 1;
+}
+
+static void write_all(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+	while (n > 0) {
+		ssize_t k = write(fd, p, n);
+		if (k < 0 && errno == EINTR) continue;
+		if (k <= 0) return;
+		p += k;
+		n -= (size_t)k;
+	}
+}
+
+/*
+ * flood --split, in the child: the publishers, in a process of their own, so that a broker that
+ * takes their bytes as fast as they come does not also delay the subscribers' reads and PUBACKs
+ * (one thread would serve both). Waits for "G" on go_fd, publishes for warm-up + duration, waits
+ * up to --drain for PUBACKs, reports on res_fd and exits.
+ */
+static void split_child(int go_fd, int res_fd)
+{
+	close(ep);
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0) _exit(3);
+	if (rss_fd >= 0) close(rss_fd);
+	rss_fd = -1;
+	for (int s = 0; s < nsubs; s++) close(subs[s]->fd);
+	for (int s = 0; s < nfrozen; s++) close(frozen[s]->fd);
+	nsubs = nfrozen = 0;
+	split_result r;
+	memset(&r, 0, sizeof r);
+	r.npubs = npubs;
+	int64_t setup_deadline = mono_ns() + (int64_t)(O.timeout * 1e9);
+	for (int p = 0; p < npubs; p++) {
+		peer *c = pubs[p] = peer_open(PUB, p, 16 * 1024);
+		snprintf(c->topic, sizeof c->topic, "lg/flood/%d", p);
+		c->topic_len = (uint16_t)strlen(c->topic);
+	}
+	run_until(pubs_ready, setup_deadline);
+	char ready = pubs_live == npubs ? 'R' : 'E';
+	write_all(res_fd, &ready, 1);
+	char go = 0;
+	if (ready == 'R' && read(go_fd, &go, 1) == 1 && go == 'G') {
+		int64_t t0 = mono_ns();
+		publishing = 1;
+		run_until(broken, t0 + (int64_t)(O.warmup * 1e9));
+		snap_t a = take_snap();
+		run_until(broken, a.t + (int64_t)(O.duration * 1e9));
+		snap_t b = take_snap();
+		publishing = 0;
+		run_until(pubs_acked, b.t + (int64_t)(O.drain * 1e9));
+		r.tx_a = a.tx;
+		r.tx_b = b.tx;
+		r.cpu = b.cpu - a.cpu;
+		r.ok = !broken();
+	}
+	for (int p = 0; p < npubs && p < SPLIT_MAX_PUBS; p++) {
+		r.next_seq[p] = pubs[p]->next_seq;
+		r.stalls[p] = pubs[p]->stalls;
+		r.unacked[p] = pubs[p]->unacked;
+	}
+	r.errors = nerrors;
+	memcpy(r.first_error, first_error, sizeof r.first_error);
+	write_all(res_fd, &r, sizeof r);
+	disconnect_all(2);
+	_exit(0);
+}
+
 static int run_traffic(void)
 {
 	npubs = O.pubs;
@@ -1081,6 +1182,8 @@ static int run_traffic(void)
 
 	int measured = 0, all_drained = 0;
 	snap_t a = {0}, b = {0};
+	int split = 0, go_pipe[2] = {-1, -1};
+	pid_t kid = -1;
 	int64_t setup_deadline = mono_ns() + (int64_t)(O.timeout * 1e9);
 	for (int s = 0; s < nsubs; s++) subs[s] = peer_open(SUB, s, 256 * 1024);
 	run_until(subs_ready, setup_deadline);
@@ -1099,7 +1202,41 @@ static int run_traffic(void)
 			goto report;
 		}
 	}
-	for (int p = 0; p < npubs; p++) {
+	split = scen == FLOOD && O.split && npubs <= SPLIT_MAX_PUBS;
+	if (split) {
+		int res_pipe[2];
+		if (pipe2(go_pipe, O_CLOEXEC) < 0 || pipe2(res_pipe, O_CLOEXEC) < 0) fatal("pipe: %s", strerror(errno));
+		fflush(stdout);
+		fflush(stderr);
+		kid = fork();
+		if (kid < 0) fatal("fork: %s", strerror(errno));
+		if (kid == 0) {
+			close(go_pipe[1]);
+			close(res_pipe[0]);
+			split_child(go_pipe[0], res_pipe[1]);
+		}
+		close(go_pipe[0]);
+		close(res_pipe[1]);
+		kid_fd = res_pipe[0];
+		char ready = 0;
+		if (read(kid_fd, &ready, 1) != 1 || ready != 'R') {
+			record_error("publisher process: publishers not ready");
+			goto report;
+		}
+		/* stand-ins, filled from the child's report; never pumped (publishing stays 0 here) */
+		for (int p = 0; p < npubs; p++) {
+			pubs[p] = calloc(1, sizeof *pubs[p]);
+			if (!pubs[p]) fatal("out of memory");
+			pubs[p]->fd = -1;
+			pubs[p]->id = p;
+			pubs[p]->kind = PUB;
+			pubs[p]->phase = LIVE;
+		}
+		pubs_live = npubs;
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &kid_tag};
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, kid_fd, &ev) < 0) fatal("epoll_ctl: %s", strerror(errno));
+	}
+	for (int p = 0; p < npubs && !split; p++) {
 		peer *c = pubs[p] = peer_open(PUB, p, 16 * 1024);
 		if (scen == FANIN) snprintf(c->topic, sizeof c->topic, "lg/in/%d", p);
 		else if (scen == QOS1) snprintf(c->topic, sizeof c->topic, "lg/q1/%d", p);
@@ -1133,7 +1270,8 @@ static int run_traffic(void)
 	}
 	int64_t t0 = mono_ns();
 	for (int p = 0; p < npubs; p++) pubs[p]->gate_time = t0;
-	publishing = 1;
+	if (split) write_all(go_pipe[1], "G", 1);
+	else publishing = 1;
 	run_until(broken, t0 + (int64_t)(O.warmup * 1e9));
 	if (broken()) goto report;
 	a = take_snap();
@@ -1162,11 +1300,37 @@ static int run_traffic(void)
 		close(tick_fd);
 		tick_fd = -1;
 	}
-	drain_from = b.t;
-	all_drained = run_until(scen == FLOOD ? flood_drained : drained, b.t + (int64_t)(O.drain * 1e9));
+	if (split) {
+		/* the child reports after its own wait for PUBACKs (at most --drain) */
+		run_until(kid_finished, b.t + (int64_t)((O.drain + 5) * 1e9));
+		if (!kid_done) record_error("publisher process: no report");
+		for (int p = 0; p < npubs; p++) {
+			pubs[p]->next_seq = kid_result.next_seq[p];
+			pubs[p]->stalls = kid_result.stalls[p];
+			pubs[p]->unacked = kid_result.unacked[p];
+		}
+		a.tx = kid_result.tx_a;
+		b.tx = kid_result.tx_b;
+		b.cpu += kid_result.cpu; /* loadgen CPU: both processes */
+		nerrors += kid_result.errors;
+		if (!first_error[0] && kid_result.first_error[0])
+			memcpy(first_error, kid_result.first_error, sizeof first_error);
+		if (kid_done && !kid_result.ok && !nerrors) record_error("publisher process: the run broke");
+	}
+	drain_from = split ? mono_ns() : b.t;
+	all_drained = run_until(scen == FLOOD ? flood_drained : drained, b.t + (int64_t)(O.drain * 1e9) +
+	                        (split ? (int64_t)(O.drain * 1e9) : 0));
 	if (scen == FLOOD) all_drained = drained(), rss_drained = broker_rss_kb();
 
 report:;
+	if (kid > 0) {
+		/* the stand-ins have no socket: nothing to disconnect */
+		for (int p = 0; p < npubs; p++)
+			if (pubs[p]) pubs[p]->phase = GONE;
+		close(go_pipe[1]);
+		int status;
+		waitpid(kid, &status, 0);
+	}
 	uint64_t sent = 0, distinct = 0, dup = 0, reorder = 0, stalls = 0, unacked = 0;
 	long long lost = 0;
 	for (int p = 0; p < npubs; p++) {
@@ -1448,6 +1612,8 @@ static void usage(FILE *to, int status)
 	        "  --frozen N        flood: N more subscribers that subscribe, then never read (0)\n"
 	        "  --sub-rate B      flood: subscribers read at most B bytes/s (0 = as fast as they can)\n"
 	        "  --rss-every S     flood: sample the broker's VmRSS every S seconds (0.05)\n"
+	        "  --no-split        flood: publishers in this process too (default: a child process\n"
+	        "                    runs them, up to 100, so that they cannot delay the subscribers)\n"
 	        "  flood: publishers write as fast as the socket takes it (no window; QoS 1: at most\n"
 	        "         --inflight unacknowledged, default 65000); loss is reported, not a failure\n"
 	        "  --label STR       copied into the JSON line\n"
@@ -1478,7 +1644,7 @@ int main(int argc, char **argv)
 	enum { o_host = 256, o_port, o_pid, o_duration, o_warmup, o_drain, o_pubs, o_subs, o_qos, o_size, o_window,
 	       o_wbatch, o_inflight, o_qbatch, o_rate, o_conns, o_conc, o_filters, o_per_subscribe, o_settle,
 	       o_timeout, o_keepalive, o_seed, o_tick_us, o_pgid, o_label, o_persistent_subs, o_verbose,
-	       o_size_max, o_frozen, o_sub_rate, o_rss_every, o_help };
+	       o_size_max, o_frozen, o_sub_rate, o_rss_every, o_no_split, o_help };
 	static const struct option longs[] = {
 	    {"host", 1, 0, o_host}, {"port", 1, 0, o_port}, {"pid", 1, 0, o_pid}, {"duration", 1, 0, o_duration},
 	    {"warmup", 1, 0, o_warmup}, {"drain", 1, 0, o_drain}, {"pubs", 1, 0, o_pubs}, {"subs", 1, 0, o_subs},
@@ -1489,7 +1655,8 @@ int main(int argc, char **argv)
 	    {"keepalive", 1, 0, o_keepalive}, {"seed", 1, 0, o_seed}, {"tick-us", 1, 0, o_tick_us}, {"pgid", 1, 0, o_pgid},
 	    {"label", 1, 0, o_label}, {"persistent-subs", 0, 0, o_persistent_subs},
 	    {"verbose", 0, 0, o_verbose}, {"size-max", 1, 0, o_size_max}, {"frozen", 1, 0, o_frozen},
-	    {"sub-rate", 1, 0, o_sub_rate}, {"rss-every", 1, 0, o_rss_every}, {"help", 0, 0, o_help}, {0, 0, 0, 0}};
+	    {"sub-rate", 1, 0, o_sub_rate}, {"rss-every", 1, 0, o_rss_every}, {"no-split", 0, 0, o_no_split},
+	    {"help", 0, 0, o_help}, {0, 0, 0, 0}};
 	optind = 2;
 	int o, inflight_set = 0;
 	while ((o = getopt_long(argc, argv, "", longs, NULL)) != -1) {
@@ -1527,6 +1694,7 @@ int main(int argc, char **argv)
 		case o_frozen: O.frozen = (int)num_arg(name, optarg, 0, 10000); break;
 		case o_sub_rate: O.sub_rate = num_arg(name, optarg, 0, 1e12); break;
 		case o_rss_every: O.rss_every = num_arg(name, optarg, 0.001, 60); break;
+		case o_no_split: O.split = 0; break;
 		case o_help: usage(stdout, 0); break;
 		default: usage(stderr, 2);
 		}

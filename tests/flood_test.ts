@@ -235,3 +235,46 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "memoryLimit: 50 publishers flooding one subscriber that never reads do not push the broker past its budget",
+  ignore,
+  async fn() {
+    const limit = 1024 * KIB;
+    await using b = await startBroker({ limits: { memoryLimit: limit } });
+    const broker = b.broker!;
+    let peak = 0;
+    broker.addEventListener("publish", () => {
+      peak = Math.max(peak, broker.stats().memoryUsed);
+    });
+    const frozen = await Deno.connect({ hostname: "127.0.0.1", port: b.port });
+    try {
+      await frozen.write(concat(connect({ clientId: "frozen" }), subscribe(1, [["many/#", 1]])));
+      await waitFor(() => broker.stats().subscriptions === 1, "the frozen subscription");
+      const payload = new Uint8Array(4 * KIB).fill(0x64);
+      const packets = [];
+      for (let i = 0; i < 64; i++) {
+        packets.push(publish({ topic: "many/x", qos: 1, packetId: i + 1, payload }));
+      }
+      const burst = concat(...packets); // 256 KiB per publisher, 12.5 MiB in all
+      const publishers = [];
+      for (let i = 0; i < 50; i++) publishers.push(await b.connect({ clientId: `p${i}` }, `p${i}`));
+      await Promise.all(publishers.map((p) => p.send(burst)));
+      // Each publisher is read until one of its reads is routed past the limit, then paused: the
+      // rest of its burst waits in its socket, not in the broker.
+      await waitFor(() => broker.stats().memoryPauses === 50, "all 50 publishers paused", 10_000);
+      assert.ok(broker.stats().messagesIn < 50 * 64, "not everything was read");
+      const { memoryUsed, dropped } = broker.stats();
+      assert.ok(memoryUsed > 0);
+      // Over the limit by at most what the reads in progress brought in: one 64 KiB read per
+      // publisher, with the per-entry overhead.
+      const slack = 50 * (64 * KIB + 16 * 96);
+      assert.ok(peak <= limit + slack, `peak memoryUsed ${peak} > ${limit} + ${slack}`);
+      // QoS 1 for a session that is not stuck yet is queued, not dropped: the pause holds it.
+      assert.equal(dropped.queueFull + dropped.memoryLimit, 0);
+    } finally {
+      frozen.close();
+    }
+  },
+});

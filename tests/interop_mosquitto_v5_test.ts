@@ -204,3 +204,34 @@ test("mosquitto v5: two mosquitto_sub in one shared subscription group get each 
   assert.deepEqual(all, Array.from({ length: n }, (_, i) => i), "each message exactly once");
   assert.ok(output(one.stdout()).length > 0 && output(two.stdout()).length > 0, "both took some");
 });
+
+test("mosquitto v5: -D message-expiry-interval: an expired message is not delivered to a returning -x session, a live one is with its remaining lifetime (%E)", async () => {
+  await using b = await startBroker();
+  const first = await run(SUB!, [
+    ...net(b.port),
+    ...V5,
+    ...["-i", "ms5-exp", "-c", "-x", "120", "-q", "1", "-t", "v5/exp/#", "-E"],
+  ], { deadlineMs: 10_000 });
+  assert.equal(first.code, 0, first.stderr);
+  await pub(b.port, [
+    ...["-i", "exp-short", "-q", "1", "-t", "v5/exp/short", "-m", "short"],
+    ...["-D", "PUBLISH", "message-expiry-interval", "1"],
+  ]);
+  await pub(b.port, [
+    ...["-i", "exp-long", "-q", "1", "-t", "v5/exp/long", "-m", "long"],
+    ...["-D", "PUBLISH", "message-expiry-interval", "100"],
+  ]);
+  const sent = Date.now();
+  await waitFor(() => Date.now() - sent >= 2_200, "the short expiry to pass", 5_000);
+  const back = await run(SUB!, [
+    ...net(b.port),
+    ...V5,
+    ...["-i", "ms5-exp", "-c", "-x", "120", "-q", "1", "-t", "v5/exp/#"],
+    ...["-C", "1", "-W", "10", "-F", "%t %p %E"],
+  ], { deadlineMs: 15_000 });
+  assert.equal(back.code, 0, back.stderr);
+  const [line] = output(back.stdout);
+  const [topic, payload, left] = line.split(" ");
+  assert.deepEqual([topic, payload], ["v5/exp/long", "long"]);
+  assert.ok(Number(left) <= 98 && Number(left) >= 90, `remaining ${left}`);
+});

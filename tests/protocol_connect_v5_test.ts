@@ -66,6 +66,24 @@ Deno.test(
 );
 
 Deno.test(
+  "CONNECT 5.0: an empty client id with Clean Start 0 is accepted with an Assigned Client Identifier (3.1.1 refuses it with 0x02) [MQTT-3.2.2-16]",
+  async () => {
+    await using b = await startBroker();
+    const c = await b.client();
+    await c.send(connect({
+      version: 5,
+      clientId: "",
+      cleanSession: false,
+      properties: [[PROP.SESSION_EXPIRY_INTERVAL, 60]],
+    }));
+    const ack = await c.expectConnack5();
+    assert.deepEqual([ack.reasonCode, ack.sessionPresent], [0, false]);
+    const id = ack.properties.get(PROP.ASSIGNED_CLIENT_IDENTIFIER);
+    assert.ok(typeof id === "string" && id.length > 0, `Assigned Client Identifier ${id}`);
+  },
+);
+
+Deno.test(
   "CONNECT 5.0: keep alive above maxKeepAlive gets Server Keep Alive 60 [MQTT-3.2.2-21]",
   async () => {
     await using b = await startBroker({ v5: { maxKeepAlive: 60 } });

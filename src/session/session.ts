@@ -344,9 +344,22 @@ export class Session implements Backlogged {
       ctx.counters.dropped.queueFull++;
       return;
     }
-    if (this.#drain?.stuck === true && ctx.counters.memory.shedding) {
-      ctx.counters.dropped.memoryLimit++;
-      return;
+    if (this.#drain?.stuck === true && this.link !== undefined) {
+      // A connected subscriber that reads nothing (its socket is full) keeps the backlog it had
+      // when it was found stuck (1/8 of the queue limits, about mosquitto's 1 000 messages), not
+      // the whole queue. One that reads but does not ack keeps its whole queue.
+      if (ctx.counters.memory.shedding) {
+        ctx.counters.dropped.memoryLimit++;
+        return;
+      }
+      if (
+        !this.link.writable &&
+        (this.queued >= backlogHigh(ctx.limits.maxQueued) ||
+          this.#queuedBytes + size > backlogHigh(ctx.limits.maxQueuedBytes))
+      ) {
+        ctx.counters.dropped.queueFull++;
+        return;
+      }
     }
     if (this.#queue === EMPTY_QUEUE) this.#queue = [];
     this.#queue.push(entry);
