@@ -28,6 +28,8 @@ const FAMILIES = [
   "denomq_retained_bytes",
   "denomq_queued_messages",
   "denomq_queued_bytes",
+  "denomq_memory_used_bytes",
+  "denomq_memory_pauses",
   "denomq_messages_received",
   "denomq_messages_sent",
   "denomq_bytes_received",

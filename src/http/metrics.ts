@@ -195,6 +195,16 @@ export function brokerFamilies(broker: object, loop?: EventLoopMonitor): MetricF
       () => scan().queuedBytes,
     ),
     gauge(
+      "denomq_memory_used_bytes",
+      "Bytes the memoryLimit counts now: queued and in-flight messages, retained messages, unwritten socket bytes.",
+      () => c.memory.used,
+    ),
+    counter(
+      "denomq_memory_pauses_total",
+      "Times a publisher's reads were paused because memoryLimit was reached.",
+      () => c.memoryPauses,
+    ),
+    gauge(
       "denomq_inflight_messages",
       "QoS 1/2 messages sent and not yet acknowledged, over all sessions.",
       () => c.inflight,
