@@ -174,6 +174,7 @@ async function startBroker(
     sysIntervalMs: config.sysIntervalS * 1000,
     logConnections: true,
     persistence,
+    cluster: config.cluster,
     authenticate: auth?.authenticate,
     authorizePublish: auth?.authorizePublish,
     authorizeSubscribe: auth?.authorizeSubscribe,
@@ -183,6 +184,10 @@ async function startBroker(
   try {
     await broker.ready;
   } catch (error) {
+    // NATS unreachable is not a usage error: one line naming the URL, exit 1.
+    if (config.cluster !== undefined && /NATS/.test(errorText(error))) {
+      throw new Error(`--cluster: ${errorText(error)}`);
+    }
     throw new UsageError(`--data-dir ${config.dataDir}: ${errorText(error)}`);
   }
   if (log.enabled("debug")) {
@@ -229,7 +234,9 @@ async function startListeners(
       throw new UsageError(tlsErrorText(config, error));
     }
   }
-  if (config.tcp) await broker.listen({ hostname: host, port: config.port });
+  if (config.tcp) {
+    await broker.listen({ hostname: host, port: config.port, reusePort: config.reusePort });
+  }
   for (const [port, secure] of [[config.wsPort, false], [config.wssPort, true]] as const) {
     if (port === undefined) continue;
     const transport = secure ? "wss" : "ws";

@@ -30,6 +30,15 @@ import { DurableState, restoreState } from "./durable_state.ts";
 import type { Persistence } from "./persistence/persistence.ts";
 import { VERSION } from "./version.ts";
 import type { BrokerConn } from "./transport/types.ts";
+import {
+  type ClusterHost,
+  type ClusterLink,
+  type ClusterOptions,
+  validateClusterOptions,
+} from "./cluster/link.ts";
+import { clusterMirror } from "./cluster/mirror.ts";
+import { adoptSession, exportSession } from "./cluster/session_state.ts";
+import type { ClusterSeam } from "./context.ts";
 
 /** Options of `new Broker()`. */
 export interface BrokerOptions {
@@ -63,6 +72,12 @@ export interface BrokerOptions {
    * with the process. With it, PUBACK/PUBREC/SUBACK to a client wait until the change is stored.
    */
   persistence?: Persistence;
+  /**
+   * Join a cluster of brokers through NATS JetStream: one topic space, retained messages and
+   * client ids cluster-wide (see the README's cluster section). The NATS client is loaded only
+   * when this is given. `ready` rejects when NATS cannot be reached.
+   */
+  cluster?: ClusterOptions;
 }
 
 /** Where and how `broker.listen()` accepts connections. */
@@ -80,6 +95,11 @@ export interface ListenOptions {
    * rejection closes that connection only.
    */
   accept?: (conn: Deno.Conn) => Promise<BrokerConn>;
+  /**
+   * SO_REUSEPORT (Linux): several processes listen on one port and the kernel spreads the
+   * connections. Deno needs `--unstable-net` for it. Plain TCP only.
+   */
+  reusePort?: boolean;
 }
 
 /** A listening socket of the broker. */
@@ -198,6 +218,9 @@ export class Broker extends EventTarget {
   #closing: Promise<void> | undefined;
   #ready: Promise<void>;
   #store: Persistence | undefined;
+  #cluster: ClusterLink | undefined;
+  #seam: ClusterSeam | undefined;
+  #clustered = false;
 
   /** Creates a broker; throws TypeError/RangeError naming a bad option. */
   constructor(options: BrokerOptions = {}) {
@@ -261,6 +284,9 @@ export class Broker extends EventTarget {
       get mirror() {
         return broker.#mirror;
       },
+      get cluster() {
+        return broker.#seam;
+      },
       publish: (message, from) => this.#publish(message, from),
       emit: (type, detail) => this.#emit(type, detail),
       listening: (type) => (this.#handlers.get(type)?.size ?? 0) > 0,
@@ -294,6 +320,13 @@ export class Broker extends EventTarget {
       // Reported through ready/listen/handle; never an unhandled rejection.
       this.#ready.catch(() => {});
     }
+    if (options.cluster !== undefined) {
+      const clusterOptions = options.cluster;
+      validateClusterOptions(clusterOptions);
+      this.#clustered = true;
+      this.#ready = this.#ready.then(() => this.#joinCluster(clusterOptions));
+      this.#ready.catch(() => {});
+    }
     const sysIntervalMs = options.sysIntervalMs ?? 0;
     if (!Number.isInteger(sysIntervalMs) || sysIntervalMs < 0) {
       throw new RangeError(
@@ -305,6 +338,56 @@ export class Broker extends EventTarget {
       Deno.unrefTimer(this.#sysTimer);
       this.#publishSys();
     }
+  }
+
+  async #joinCluster(options: ClusterOptions): Promise<void> {
+    // A literal specifier, so `deno compile` bundles it; loaded only for a cluster.
+    const { startCluster } = await import("./cluster/nats_cluster.ts");
+    const inner = this.#mirror;
+    const host: ClusterHost = {
+      log: this.#log,
+      limits: this.#limits,
+      deliver: (message) => {
+        if (!this.#closed) this.#router.route(message);
+      },
+      setRetained: (message) => {
+        const result = this.#retained.set(message);
+        if (result !== "full" && result !== "none") inner?.retainedChanged(message);
+      },
+      release: (clientId, handOver) => {
+        const session = this.#sessions.get(clientId);
+        if (session === undefined) return undefined;
+        const old = session.link as Connection | undefined;
+        if (old !== undefined) {
+          old.session = undefined;
+          session.link = undefined;
+          old.close("taken over by a connection on another node");
+        }
+        const state = handOver && !session.clean ? exportSession(session) : undefined;
+        this.#endSession(session);
+        return state;
+      },
+    };
+    const link = await startCluster(options, host);
+    if (this.#closed) return await link.close();
+    this.#cluster = link;
+    this.#mirror = clusterMirror(inner, link);
+    const target = {
+      sessions: this.#sessions,
+      router: this.#router,
+      sessionContext: this.#ctx.sessionContext,
+    };
+    this.#seam = {
+      claim: (clientId, clean) => link.claim(clientId, clean),
+      adopt: (clientId, client, state) => adoptSession(target, clientId, client, state),
+    };
+    this.#router.interest = (filter, change) =>
+      change === 1 ? link.filterAdded(filter) : link.filterRemoved(filter);
+    // Sessions restored from the store subscribed before the link was there.
+    for (const session of this.#sessions.values()) {
+      for (const filter of session.subscriptions.keys()) link.filterAdded(filter);
+    }
+    await link.settled();
   }
 
   // The $SYS topics mosquitto users look for; retained so a new subscriber sees them at once.
@@ -326,6 +409,17 @@ export class Broker extends EventTarget {
       ["retained messages/count", s.retained],
       ["store/messages/count", s.queued + s.inflight],
     ];
+    const cluster = s.cluster;
+    if (cluster !== undefined) {
+      values.push(
+        ["cluster/node", cluster.node],
+        ["cluster/connected", cluster.connected ? 1 : 0],
+        ["cluster/server", cluster.server],
+        ["cluster/subjects", cluster.subjects],
+        ["cluster/messages/in", cluster.messagesIn],
+        ["cluster/messages/out", cluster.messagesOut],
+      );
+    }
     for (const [name, value] of values) {
       this.#publish(
         new Message(`$SYS/broker/${name}`, utf8.encode(String(value)), 0, true),
@@ -442,7 +536,7 @@ export class Broker extends EventTarget {
     try {
       listener = options.tls
         ? Deno.listenTls({ hostname, port, cert: options.tls.cert, key: options.tls.key })
-        : Deno.listen({ hostname, port });
+        : Deno.listen({ hostname, port, ...(options.reusePort ? { reusePort: true } : {}) });
     } catch (error) {
       return Promise.reject(error);
     }
@@ -526,7 +620,7 @@ export class Broker extends EventTarget {
    * (`Deno.Conn`, a WebSocket adapter, a test double). Never rejects for anything the client does.
    */
   handle(conn: BrokerConn, transport = "tcp"): Promise<void> {
-    if (this.#store === undefined) return this.#serve(conn, transport);
+    if (this.#store === undefined && !this.#clustered) return this.#serve(conn, transport);
     return this.#ready.then(() => this.#serve(conn, transport), () => {
       // The store could not be opened: serve nobody.
       this.#closed = true;
@@ -596,6 +690,7 @@ export class Broker extends EventTarget {
     session.discard();
     this.#sessions.delete(session.clientId);
     if (!session.clean) this.#mirror?.sessionDeleted(session);
+    this.#cluster?.sessionDeleted(session.clientId);
   }
 
   #connectionClosed(connection: Connection, will: Will | undefined, reason: string): void {
@@ -647,11 +742,14 @@ export class Broker extends EventTarget {
   }
 
   #publish(message: Message, from: ClientInfo | undefined): void {
+    let retainedChanged = false;
     if (message.retain) {
       const result = this.#retained.set(message);
-      if (result !== "full" && result !== "none") this.#mirror?.retainedChanged(message);
+      retainedChanged = result !== "full" && result !== "none";
+      if (retainedChanged) this.#mirror?.retainedChanged(message);
     }
     this.#router.route(message);
+    this.#cluster?.forward(message, retainedChanged);
     if (this.#ctx.listening("publish")) {
       this.#emit("publish", {
         client: from,
@@ -726,6 +824,7 @@ export class Broker extends EventTarget {
       connectionsRefused: c.connectionsRefused,
       protocolErrors: c.protocolErrors,
       dropped: { ...c.dropped },
+      ...(this.#cluster === undefined ? {} : { cluster: this.#cluster.stats() }),
     };
   }
 
@@ -746,6 +845,10 @@ export class Broker extends EventTarget {
     const connections = [...this.#connections];
     for (const connection of connections) connection.close("broker shutting down", false);
     await Promise.all(connections.map((c) => c.closed));
+    if (this.#clustered) {
+      await this.#ready.catch(() => {});
+      await this.#cluster?.close();
+    }
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
     if (this.#sysTimer !== undefined) clearInterval(this.#sysTimer);
     this.#sweepTimer = this.#sysTimer = undefined;

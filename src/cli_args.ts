@@ -35,6 +35,18 @@ export interface CliConfig {
   dataDir?: string;
   sync: "full" | "normal" | "off";
   sysIntervalS: number;
+  /** `--cluster` and the flags that go with it. */
+  cluster?: {
+    servers: string[];
+    nodeName: string;
+    credsFile?: string;
+    user?: string;
+    password?: string;
+    token?: string;
+    tlsCaFile?: string;
+    replicas: number;
+  };
+  reusePort: boolean;
 }
 
 /** A bad flag or value: the CLI prints the message alone and exits 2. */
@@ -66,6 +78,13 @@ const STRING_FLAGS = {
   "acl-file": "aclFile",
   "data-dir": "dataDir",
   sync: "sync",
+  cluster: "cluster",
+  "node-name": "nodeName",
+  "cluster-creds": "clusterCreds",
+  "cluster-user": "clusterUser",
+  "cluster-password": "clusterPassword",
+  "cluster-token": "clusterToken",
+  "cluster-tls-ca": "clusterTlsCa",
 } as const;
 
 const PORT_FLAGS = {
@@ -79,6 +98,7 @@ const PORT_FLAGS = {
 const BOOLEAN_FLAGS = {
   "allow-anonymous": "allowAnonymous",
   "no-tcp": "noTcp",
+  "reuse-port": "reusePort",
   help: "help",
   version: "version",
 } as const;
@@ -113,6 +133,16 @@ Security:
 Persistence:
   --data-dir DIR                     keep retained messages and sessions in DIR/broker.db (SQLite)
   --sync full|normal|off             durability of acknowledged messages (default normal)
+Cluster (several brokers as one, joined through NATS JetStream; see README):
+  --cluster URL[,URL…]               NATS servers, e.g. nats://127.0.0.1:4222
+  --node-name NAME                   this node's name: unique, stable, [A-Za-z0-9_-]
+  --cluster-creds FILE               NATS credentials file
+  --cluster-user USER                NATS user (with --cluster-password)
+  --cluster-password PASSWORD
+  --cluster-token TOKEN              NATS token
+  --cluster-tls-ca FILE              CA of the NATS servers' certificates: connect with TLS
+  --cluster-replicas N               JetStream replicas of the cluster's state (default 1)
+  --reuse-port                       SO_REUSEPORT: several nodes on one port (Linux, --unstable-net)
 Other:
   --sys-interval SECONDS             publish $SYS/broker/... every N s, 0 = off (default 10)
   --log-level LEVEL                  ${LOG_LEVELS.join("|")} (default info)
@@ -165,6 +195,7 @@ export function parseCliArgs(
   for (const flag of Object.keys(BOOLEAN_FLAGS)) options[flag] = { type: "boolean" };
   for (const [flag] of LIMIT_FLAGS) options[flag] = { type: "string" };
   options["sys-interval"] = { type: "string" };
+  options["cluster-replicas"] = { type: "string" };
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
@@ -203,6 +234,8 @@ export function parseCliArgs(
     known.set("allowAnonymous", "allow-anonymous");
     known.set("tcp", "tcp");
     known.set("sysInterval", "sys-interval");
+    known.set("clusterReplicas", "cluster-replicas");
+    known.set("reusePort", "reuse-port");
     for (const [key, value] of Object.entries(json as Record<string, unknown>)) {
       const flag = known.get(key);
       if (flag === undefined || key === "config") {
@@ -272,9 +305,55 @@ export function parseCliArgs(
     sysIntervalS: merged["sys-interval"] === undefined
       ? CLI_DEFAULTS.sysIntervalS
       : parseInteger("sys-interval", merged["sys-interval"], 0, 86_400),
+    reusePort: bool("reuse-port") ?? false,
     help: bool("help") ?? false,
     version: bool("version") ?? false,
   };
+  const clusterUrls = str("cluster");
+  if (clusterUrls !== undefined) {
+    const nodeName = str("node-name");
+    if (nodeName === undefined) throw new UsageError(`--cluster needs --node-name`);
+    if (!/^[A-Za-z0-9_-]+$/.test(nodeName)) {
+      throw new UsageError(`--node-name: letters, digits, "_" and "-" only, got "${nodeName}"`);
+    }
+    const servers = clusterUrls.split(",").map((u) => u.trim()).filter((u) => u !== "");
+    for (const url of servers) {
+      if (!/^(nats|tls):\/\/[^\s/]+$/.test(url) && !/^[^\s/:]+:\d+$/.test(url)) {
+        throw new UsageError(`--cluster: expected nats://HOST:PORT, got "${url}"`);
+      }
+    }
+    const user = str("cluster-user");
+    const password = str("cluster-password");
+    if ((user === undefined) !== (password === undefined)) {
+      throw new UsageError(`--cluster-user and --cluster-password go together`);
+    }
+    config.cluster = {
+      servers,
+      nodeName,
+      credsFile: str("cluster-creds"),
+      user,
+      password,
+      token: str("cluster-token"),
+      tlsCaFile: str("cluster-tls-ca"),
+      replicas: merged["cluster-replicas"] === undefined
+        ? 1
+        : parseInteger("cluster-replicas", merged["cluster-replicas"], 1, 5),
+    };
+  } else {
+    for (
+      const flag of [
+        "node-name",
+        "cluster-creds",
+        "cluster-user",
+        "cluster-password",
+        "cluster-token",
+        "cluster-tls-ca",
+        "cluster-replicas",
+      ]
+    ) {
+      if (merged[flag] !== undefined) throw new UsageError(`--${flag} needs --cluster`);
+    }
+  }
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     throw new UsageError(`--tls-cert and --tls-key go together`);
   }

@@ -5,6 +5,7 @@
  */
 import type { Decoder } from "./codec/decoder.ts";
 import type { Will } from "./codec/packet.ts";
+import type { SessionState } from "./cluster/link.ts";
 import type { Connection } from "./connection.ts";
 import type { BrokerEventMap } from "./events.ts";
 import type {
@@ -39,6 +40,14 @@ export interface StateMirror {
   inboundQos2Removed(session: Session, packetId: number): void;
 }
 
+/** What CONNECT needs of a cluster: the client id taken cluster-wide, a handed-over session. */
+export interface ClusterSeam {
+  /** Takes the client id from whichever node has it; resolves with a persistent session's state. */
+  claim(clientId: string, clean: boolean): Promise<SessionState | undefined>;
+  /** Registers a session handed over by another node. */
+  adopt(clientId: string, client: ClientInfo, state: SessionState): Session;
+}
+
 /** Broker state and services, as seen by a connection. */
 export interface BrokerContext {
   /**
@@ -64,6 +73,8 @@ export interface BrokerContext {
   readonly hooks: Hooks;
   readonly log: Logger;
   readonly mirror: StateMirror | undefined;
+  /** Set when the broker is a node of a cluster. */
+  readonly cluster: ClusterSeam | undefined;
   /** Routes a message and updates the retained store; `from` is undefined for the broker itself. */
   publish(message: Message, from: ClientInfo | undefined): void;
   /** Dispatches an event if anyone listens. */

@@ -16,6 +16,11 @@ export class Router {
   #targets: Session[] = [];
   #grants: number[] = [];
   #depth = 0;
+  /**
+   * Told of each (session, filter) pair added (+1) or removed (-1): a cluster subscribes on
+   * its transport only to what the local subscriptions need.
+   */
+  interest: ((filter: string, change: 1 | -1) => void) | undefined;
 
   /** Subscriptions over all sessions. */
   get size(): number {
@@ -25,19 +30,25 @@ export class Router {
   /** Adds or replaces a subscription; returns true if it is new [MQTT-3.8.4-3]. */
   subscribe(session: Session, filter: string, qos: QoS): boolean {
     session.setSubscription(filter, qos);
-    return this.#trie.add(filter, session, qos);
+    const added = this.#trie.add(filter, session, qos);
+    if (added) this.interest?.(filter, 1);
+    return added;
   }
 
   /** Removes a subscription; returns true if it existed. */
   unsubscribe(session: Session, filter: string): boolean {
     session.deleteSubscription(filter);
-    return this.#trie.remove(filter, session);
+    const removed = this.#trie.remove(filter, session);
+    if (removed) this.interest?.(filter, -1);
+    return removed;
   }
 
   /** Removes every subscription of a session. */
   unsubscribeAll(session: Session): void {
     if (session.subscriptions.size === 0) return;
-    for (const filter of session.subscriptions.keys()) this.#trie.remove(filter, session);
+    for (const filter of session.subscriptions.keys()) {
+      if (this.#trie.remove(filter, session)) this.interest?.(filter, -1);
+    }
     session.clearSubscriptions();
   }
 

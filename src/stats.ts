@@ -3,6 +3,7 @@
  *
  * @module
  */
+import type { ClusterStats } from "./cluster/link.ts";
 
 /** Why a message was not delivered or not stored. */
 export interface DropCounters {
@@ -52,6 +53,8 @@ export interface BrokerStats {
   protocolErrors: number;
   /** Messages not delivered or not stored, by reason. */
   dropped: DropCounters;
+  /** The link to the other nodes, when the broker is part of a cluster. */
+  cluster?: ClusterStats;
 }
 
 /** The mutable counters; `broker.stats()` copies them. */

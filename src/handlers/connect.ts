@@ -138,6 +138,24 @@ function accept(
   packet: ConnectPacket,
   clientId: string,
 ): void | Promise<void> {
+  const cluster = connection.ctx.cluster;
+  if (cluster === undefined) return acceptHere(connection, packet, clientId);
+  // In a cluster the client id is taken from whichever node has it first (that node closes its
+  // connection and publishes the will); a persistent session comes along.
+  return cluster.claim(clientId, packet.cleanSession).then((state) => {
+    if (connection.isClosed) return;
+    if (state !== undefined && !connection.ctx.sessions.has(clientId)) {
+      cluster.adopt(clientId, connection.client, state);
+    }
+    return acceptHere(connection, packet, clientId);
+  });
+}
+
+function acceptHere(
+  connection: Connection,
+  packet: ConnectPacket,
+  clientId: string,
+): void | Promise<void> {
   const { ctx } = connection;
   let session = ctx.sessions.get(clientId);
   // An expired session the sweep has not reached yet is gone all the same.

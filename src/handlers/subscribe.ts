@@ -92,7 +92,10 @@ function apply(
       });
     }
   };
-  const durable = session.clean ? undefined : ctx.mirror?.durable();
+  // In a cluster, SUBACK also waits until the other nodes' messages can reach this one.
+  const durable = session.clean
+    ? ctx.cluster === undefined ? undefined : ctx.mirror?.durable()
+    : ctx.mirror?.durable();
   if (durable === undefined) return finish();
   return durable.then(finish);
 }

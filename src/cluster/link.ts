@@ -1,0 +1,148 @@
+/**
+ * The seam between a broker and its cluster: what the broker calls (`ClusterLink`) and what the
+ * cluster calls back (`ClusterHost`). Types only, plus the state mirror that joins the two; the
+ * NATS implementation lives in `nats_cluster.ts` and is loaded only when a cluster is configured.
+ *
+ * @module
+ */
+import type { QoS } from "../codec/packet.ts";
+import type { Logger } from "../logger.ts";
+import type { Message } from "../message.ts";
+import type { Limits } from "../options.ts";
+
+/** How a broker joins a cluster of brokers through NATS JetStream. */
+export interface ClusterOptions {
+  /** NATS server URLs, e.g. `["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]`. */
+  servers: string[];
+  /** This node's name: unique in the cluster and stable across restarts; `[A-Za-z0-9_-]`. */
+  nodeName: string;
+  /** A NATS credentials file (JWT + NKey seed), read at start. */
+  credsFile?: string;
+  /** NATS user name (with `password`). */
+  user?: string;
+  /** NATS password. */
+  password?: string;
+  /** NATS token. */
+  token?: string;
+  /** PEM file of the CA that signed the NATS servers' certificates: connect with TLS. */
+  tlsCaFile?: string;
+  /** JetStream replicas of the streams and buckets this cluster creates. Default 1. */
+  replicas?: number;
+  /** Prefix of every subject, stream and bucket: two clusters can share one NATS. Default "dmq". */
+  prefix?: string;
+}
+
+/** The cluster link as `broker.stats()` reports it. */
+export interface ClusterStats {
+  /** This node's name. */
+  node: string;
+  /** Whether the NATS connection is up. */
+  connected: boolean;
+  /** The NATS server connected to, when connected. */
+  server: string;
+  /** NATS subjects this node subscribes to for its local subscriptions (core + JetStream). */
+  subjects: number;
+  /** Messages sent to other nodes over NATS (routed and retained updates). */
+  messagesOut: number;
+  /** Messages from other nodes delivered here. */
+  messagesIn: number;
+  /** JetStream publishes that failed and were retried before the client was acknowledged. */
+  publishRetries: number;
+  /** Messages not forwarded because their subject would exceed NATS's control line. */
+  tooLong: number;
+}
+
+/** One outbound message of a session as it moves between nodes. */
+export interface SessionMessage {
+  topic: string;
+  payload: Uint8Array;
+  qos: QoS;
+  retain: boolean;
+  /** 0 while queued. */
+  packetId: number;
+  /** 0 queued, 1 sent (waiting for PUBACK/PUBREC), 2 PUBREL sent. */
+  state: 0 | 1 | 2;
+}
+
+/** What a node hands over when another node takes a client id. */
+export interface SessionState {
+  subscriptions: { topicFilter: string; qos: QoS }[];
+  messages: SessionMessage[];
+  /** Inbound QoS 2 packet ids whose PUBREL has not come. */
+  inboundQos2: number[];
+}
+
+/** What the broker calls on its cluster link. */
+export interface ClusterLink {
+  /**
+   * A message published on this node (by a client after authorisation, a will, or the process)
+   * and already routed to the local subscribers: send it to the other nodes. `retainedChanged`
+   * says the retained store took it (stored, replaced or cleared).
+   */
+  forward(message: Message, retainedChanged: boolean): void;
+  /**
+   * Resolves once everything forwarded and every subscription change so far is on NATS (QoS ≥ 1
+   * stored by JetStream); PUBACK, PUBREC and SUBACK wait for it.
+   */
+  settled(): Promise<void>;
+  /** A local session subscribed to `filter` (each new (session, filter) pair once). */
+  filterAdded(filter: string): void;
+  /** A local session's subscription to `filter` went. */
+  filterRemoved(filter: string): void;
+  /**
+   * A client connects here with this id: take the session from the node that has it. Resolves
+   * with the handed-over state of a persistent session (undefined when there is none or the
+   * client asked for a clean session); never rejects.
+   */
+  claim(clientId: string, clean: boolean): Promise<SessionState | undefined>;
+  /** A persistent session changed (subscriptions, connected or not): record it cluster-wide. */
+  sessionSaved(clientId: string, subscriptions: ReadonlyMap<string, QoS>, expiresAt: number): void;
+  /** A session ended here (expired, cleaned); not called for one handed to another node. */
+  sessionDeleted(clientId: string): void;
+  /** The link's counters. */
+  stats(): ClusterStats;
+  /** Leaves the cluster: drains the NATS connection. */
+  close(): Promise<void>;
+}
+
+/** What the cluster calls on the broker. */
+export interface ClusterHost {
+  readonly log: Logger;
+  readonly limits: Limits;
+  /** A message from another node: route it to the local subscribers only. */
+  deliver(message: Message): void;
+  /** A retained update from the cluster (an empty payload clears): local store only. */
+  setRetained(message: Message): void;
+  /**
+   * Another node takes this client id: close its connection here (publishing its will, as a
+   * takeover does) and end the session here; return its state when `handOver` and the session is
+   * persistent.
+   */
+  release(clientId: string, handOver: boolean): SessionState | undefined;
+}
+
+const NAME = /^[A-Za-z0-9_-]+$/;
+
+/** Checks options; throws TypeError/RangeError naming the bad one. */
+export function validateClusterOptions(options: ClusterOptions): void {
+  if (!Array.isArray(options.servers) || options.servers.length === 0) {
+    throw new TypeError(`cluster option "servers" must list at least one NATS URL`);
+  }
+  if (typeof options.nodeName !== "string" || !NAME.test(options.nodeName)) {
+    throw new TypeError(
+      `cluster option "nodeName" must be letters, digits, "_" or "-", got ${
+        JSON.stringify(options.nodeName)
+      }`,
+    );
+  }
+  const prefix = options.prefix ?? "dmq";
+  if (!NAME.test(prefix)) {
+    throw new TypeError(`cluster option "prefix" must be letters, digits, "_" or "-"`);
+  }
+  const replicas = options.replicas ?? 1;
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
+    throw new RangeError(
+      `cluster option "replicas" must be an integer from 1 to 5, got ${replicas}`,
+    );
+  }
+}

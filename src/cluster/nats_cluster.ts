@@ -1,0 +1,607 @@
+/**
+ * The cluster on NATS JetStream. Loaded by the broker with a dynamic import only when a cluster
+ * is configured, so that `mod.ts` pulls in no NATS code for users without one.
+ *
+ * What goes where (PREFIX defaults to `dmq`; subjects map topics through `subject.ts`):
+ * - `PREFIX.0.…` core NATS, QoS 0 messages. Each node subscribes only to the subjects of its
+ *   local filters (refcounted), with `noEcho`, so only nodes with a matching subscription get a
+ *   message, and never the node that published it.
+ * - `PREFIX.1.…` stream `PREFIX_MSGS` (interest retention), QoS 1 and 2 messages. The publishing
+ *   node waits for JetStream's ack before PUBACK/PUBREC; each node reads, per local filter, a
+ *   durable pull consumer named after the node, so a node that was cut off from NATS, or
+ *   restarted with its sessions (`--data-dir`), catches up. `Nats-Msg-Id` dedupes retries.
+ * - `PREFIX.r.…` stream `PREFIX_RETAINED`, one message per subject: the retained messages. Every
+ *   node mirrors it into its retained store (read at start, then followed).
+ * - KV bucket `PREFIX_sessions`: which node holds a client id, and a persistent session's
+ *   subscriptions. `PREFIX.t.NODE` is where a node asks another to hand a client id over.
+ *
+ * @module
+ */
+// deno-lint-ignore no-import-prefix
+import * as nats from "npm:@nats-io/transport-node@3.4.0";
+// deno-lint-ignore no-import-prefix
+import * as jsapi from "npm:@nats-io/jetstream@3.4.0";
+// deno-lint-ignore no-import-prefix
+import { type KV, Kvm } from "npm:@nats-io/kv@3.4.0";
+import type { QoS } from "../codec/packet.ts";
+import { Message } from "../message.ts";
+import type {
+  ClusterHost,
+  ClusterLink,
+  ClusterOptions,
+  ClusterStats,
+  SessionState,
+} from "./link.ts";
+import { validateClusterOptions } from "./link.ts";
+import { decodeSessionState, encodeSessionState } from "./session_state.ts";
+import { filterToSubjects, subjectToTopic, topicToSubject } from "./subject.ts";
+
+// nats-server's default max_control_line is 4 KiB and a PUB line carries the subject: longer
+// subjects would end the NATS connection, so such messages stay on this node.
+const MAX_SUBJECT = 3_000;
+const HOUR_NS = 3600 * 1e9;
+const TAKEOVER_TIMEOUT_MS = 2_000;
+const SEEN_JS = 65_536;
+
+const utf8 = new TextEncoder();
+const text = new TextDecoder();
+
+interface Envelope {
+  origin: string;
+  seq: number;
+  qos: QoS;
+  retain: boolean;
+  payload: Uint8Array;
+}
+
+// flags (qos | retain << 2), origin length, origin, seq (float64), payload.
+function encodeEnvelope(origin: Uint8Array, seq: number, message: Message): Uint8Array {
+  const head = 2 + origin.length + 8;
+  const out = new Uint8Array(head + message.payload.length);
+  out[0] = message.qos | (message.retain ? 4 : 0);
+  out[1] = origin.length;
+  out.set(origin, 2);
+  new DataView(out.buffer).setFloat64(2 + origin.length, seq);
+  out.set(message.payload, head);
+  return out;
+}
+
+function decodeEnvelope(data: Uint8Array): Envelope {
+  const n = data[1];
+  return {
+    qos: (data[0] & 3) as QoS,
+    retain: (data[0] & 4) !== 0,
+    origin: text.decode(data.subarray(2, 2 + n)),
+    seq: new DataView(data.buffer, data.byteOffset).getFloat64(2 + n),
+    payload: data.subarray(2 + n + 8),
+  };
+}
+
+function hex(s: string): string {
+  let out = "";
+  for (const b of utf8.encode(s)) out += b.toString(16).padStart(2, "0");
+  return out;
+}
+
+// FNV-1a over 2 × 32 bits: consumer names must be short and made of plain characters.
+function hash(s: string): string {
+  let a = 0x811c9dc5;
+  let b = 0x01000193;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995) ^ (b >>> 13);
+  }
+  return (a >>> 0).toString(36) + (b >>> 0).toString(36);
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message.split("\n")[0] : String(error);
+}
+
+function isBrokerSys(topic: string): boolean {
+  return topic.startsWith("$SYS") && (topic.length === 4 || topic.charCodeAt(4) === 47);
+}
+
+interface SessionRecord {
+  node: string;
+  clean: boolean;
+  subscriptions: { topicFilter: string; qos: QoS }[];
+  expiresAt: number;
+  savedAt: number;
+}
+
+interface Interest {
+  refs: number;
+  sub?: nats.Subscription;
+  messages?: jsapi.ConsumerMessages;
+  consumer: string;
+}
+
+/**
+ * Connects to NATS, makes sure the streams and the bucket exist, loads the retained messages
+ * and starts serving takeover requests. Rejects with one line naming the URLs when NATS cannot
+ * be reached.
+ */
+export async function startCluster(
+  options: ClusterOptions,
+  host: ClusterHost,
+): Promise<ClusterLink> {
+  validateClusterOptions(options);
+  const cluster = new NatsCluster(options, host);
+  await cluster.start();
+  return cluster;
+}
+
+class NatsCluster implements ClusterLink {
+  readonly #host: ClusterHost;
+  readonly #options: ClusterOptions;
+  readonly #node: string;
+  readonly #p: string;
+  readonly #origin: string;
+  readonly #originBytes: Uint8Array;
+  readonly #msgStream: string;
+  readonly #retainedStream: string;
+  #nc!: nats.NatsConnection;
+  #js!: jsapi.JetStreamClient;
+  #jsm!: jsapi.JetStreamManager;
+  #kv!: KV;
+  #seq = 0;
+  #interest = new Map<string, Interest>();
+  #lastSeq = new Map<string, number>();
+  #seenJs = new Set<number>();
+  #connected = false;
+  #closed = false;
+  #releasing: string | undefined;
+  #claiming = new Set<string>();
+  #counters = { messagesOut: 0, messagesIn: 0, publishRetries: 0, tooLong: 0 };
+  #retainedFollower: jsapi.ConsumerMessages | undefined;
+  // Everything the acks of this turn wait for; one promise per event-loop turn.
+  #tail: Promise<void> = Promise.resolve();
+  #batch: Promise<unknown>[] | undefined;
+  #warned = false;
+
+  constructor(options: ClusterOptions, host: ClusterHost) {
+    this.#options = options;
+    this.#host = host;
+    this.#node = options.nodeName;
+    this.#p = options.prefix ?? "dmq";
+    this.#origin = `${this.#node}/${crypto.randomUUID().slice(0, 8)}`;
+    this.#originBytes = utf8.encode(this.#origin);
+    this.#msgStream = `${this.#p}_MSGS`;
+    this.#retainedStream = `${this.#p}_RETAINED`;
+  }
+
+  async start(): Promise<void> {
+    const o = this.#options;
+    const where = o.servers.join(",");
+    const connectOptions: nats.NodeConnectionOptions = {
+      servers: o.servers,
+      name: `denomq ${this.#node}`,
+      noEcho: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+    };
+    if (o.user !== undefined) connectOptions.user = o.user;
+    if (o.password !== undefined) connectOptions.pass = o.password;
+    if (o.token !== undefined) connectOptions.token = o.token;
+    if (o.credsFile !== undefined) {
+      connectOptions.authenticator = nats.credsAuthenticator(await Deno.readFile(o.credsFile));
+    }
+    if (o.tlsCaFile !== undefined) connectOptions.tls = { caFile: o.tlsCaFile };
+    try {
+      this.#nc = await nats.connect(connectOptions);
+    } catch (error) {
+      throw new Error(`cannot connect to NATS at ${where}: ${errorText(error)}`);
+    }
+    this.#connected = true;
+    this.#watchStatus();
+    try {
+      this.#jsm = await jsapi.jetstreamManager(this.#nc);
+      this.#js = jsapi.jetstream(this.#nc);
+      const replicas = o.replicas ?? 1;
+      await this.#ensureStream({
+        name: this.#msgStream,
+        subjects: [`${this.#p}.1.>`],
+        retention: jsapi.RetentionPolicy.Interest,
+        storage: jsapi.StorageType.File,
+        num_replicas: replicas,
+        max_age: 24 * HOUR_NS,
+        duplicate_window: 120 * 1e9,
+      });
+      await this.#ensureStream({
+        name: this.#retainedStream,
+        subjects: [`${this.#p}.r.>`],
+        retention: jsapi.RetentionPolicy.Limits,
+        storage: jsapi.StorageType.File,
+        num_replicas: replicas,
+        max_msgs_per_subject: 1,
+      });
+      this.#kv = await new Kvm(this.#nc).create(`${this.#p}_sessions`, { replicas, history: 1 });
+      this.#nc.subscribe(`${this.#p}.t.${this.#node}`, {
+        callback: (error, msg) => {
+          if (error === null) this.#answerTakeover(msg);
+        },
+      });
+      await this.#followRetained();
+      await this.#nc.flush();
+    } catch (error) {
+      await this.#nc.close().catch(() => {});
+      throw new Error(`NATS at ${where}: JetStream: ${errorText(error)}`);
+    }
+    this.#host.log.info(
+      `cluster: node ${this.#node} joined through NATS ${this.#nc.getServer()}`,
+    );
+  }
+
+  async #ensureStream(config: Partial<jsapi.StreamConfig> & { name: string }): Promise<void> {
+    try {
+      await this.#jsm.streams.info(config.name);
+      return;
+    } catch {
+      // Not there yet.
+    }
+    try {
+      await this.#jsm.streams.add(config);
+    } catch (error) {
+      // Another node may have made it meanwhile.
+      await this.#jsm.streams.info(config.name).catch(() => {
+        throw error;
+      });
+    }
+  }
+
+  #watchStatus(): void {
+    (async () => {
+      for await (const s of this.#nc.status()) {
+        if (s.type === "disconnect") {
+          this.#connected = false;
+          this.#host.log.warn(
+            `cluster: lost NATS ${s.server}; local delivery goes on, reconnecting`,
+          );
+        } else if (s.type === "reconnect") {
+          this.#connected = true;
+          this.#warned = false;
+          this.#host.log.info(`cluster: reconnected to NATS ${s.server}`);
+        }
+      }
+    })().catch(() => {});
+  }
+
+  // The retained stream, newest per subject, read to its end now and then followed.
+  async #followRetained(): Promise<void> {
+    const info = await this.#jsm.streams.info(this.#retainedStream);
+    const last = info.state.last_seq;
+    const consumer = await this.#js.consumers.get(this.#retainedStream, {
+      filter_subjects: `${this.#p}.r.>`,
+      deliver_policy: jsapi.DeliverPolicy.LastPerSubject,
+    });
+    const messages = await consumer.consume();
+    this.#retainedFollower = messages;
+    let caughtUp: () => void = () => {};
+    const loaded = new Promise<void>((resolve) => caughtUp = resolve);
+    if (info.state.messages === 0) caughtUp();
+    const prefix = `${this.#p}.r`;
+    (async () => {
+      for await (const m of messages) {
+        try {
+          const env = decodeEnvelope(m.data);
+          const topic = subjectToTopic(prefix, m.subject);
+          this.#host.setRetained(new Message(topic, env.payload, env.qos, true));
+        } catch (error) {
+          this.#host.log.warn(`cluster: bad retained message on ${m.subject}: ${errorText(error)}`);
+        }
+        if (m.seq >= last) caughtUp();
+      }
+    })().catch((error) => this.#host.log.error(`cluster: retained follower: ${errorText(error)}`));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      loaded,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          this.#host.log.warn("cluster: retained messages not all loaded within 10 s");
+          resolve();
+        }, 10_000);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  #track(p: Promise<unknown>): void {
+    if (this.#batch === undefined) {
+      const batch: Promise<unknown>[] = this.#batch = [];
+      const previous = this.#tail;
+      this.#tail = new Promise<void>((resolve) => {
+        setImmediate(() => {
+          this.#batch = undefined;
+          resolve(Promise.all([previous, ...batch]).then(() => {}));
+        });
+      });
+    }
+    this.#batch.push(p);
+  }
+
+  // Until JetStream has it: acks wait, so a retry keeps the promise of an ack.
+  #publishDurably(subject: string, data: Uint8Array, msgID: string): Promise<void> {
+    const attempt = (): Promise<void> =>
+      this.#js.publish(subject, data, { msgID, timeout: 5_000 }).then(
+        () => {},
+        (error) => {
+          if (this.#closed) return;
+          this.#counters.publishRetries++;
+          if (!this.#warned) {
+            this.#warned = true;
+            this.#host.log.warn(
+              `cluster: JetStream publish failed (${errorText(error)}); retrying, acks wait`,
+            );
+          }
+          return new Promise<void>((resolve) => setTimeout(resolve, 250)).then(attempt);
+        },
+      );
+    return attempt();
+  }
+
+  forward(message: Message, retainedChanged: boolean): void {
+    if (this.#closed || isBrokerSys(message.topic)) return;
+    const tail = topicToSubject("", message.topic);
+    if (tail.length > MAX_SUBJECT) {
+      this.#counters.tooLong++;
+      return;
+    }
+    const seq = ++this.#seq;
+    const data = encodeEnvelope(this.#originBytes, seq, message);
+    this.#counters.messagesOut++;
+    if (message.qos === 0) {
+      this.#nc.publish(`${this.#p}.0${tail}`, data);
+    } else {
+      this.#track(this.#publishDurably(`${this.#p}.1${tail}`, data, `${this.#origin}-${seq}`));
+    }
+    if (retainedChanged) {
+      this.#track(this.#publishDurably(`${this.#p}.r${tail}`, data, `${this.#origin}-r${seq}`));
+    }
+  }
+
+  settled(): Promise<void> {
+    return this.#tail;
+  }
+
+  filterAdded(filter: string): void {
+    for (const tail of filterToSubjects("", filter)) {
+      const interest = this.#interest.get(tail);
+      if (interest !== undefined) {
+        interest.refs++;
+        continue;
+      }
+      const entry: Interest = {
+        refs: 1,
+        consumer: `${this.#node}_${hash(tail)}`,
+      };
+      this.#interest.set(tail, entry);
+      this.#track(
+        this.#subscribe(tail, entry).catch((error) => {
+          this.#host.log.error(`cluster: cannot subscribe to ${tail}: ${errorText(error)}`);
+        }),
+      );
+    }
+  }
+
+  filterRemoved(filter: string): void {
+    for (const tail of filterToSubjects("", filter)) {
+      const entry = this.#interest.get(tail);
+      if (entry === undefined || --entry.refs > 0) continue;
+      this.#interest.delete(tail);
+      entry.sub?.unsubscribe();
+      entry.messages?.stop();
+      entry.refs = -1;
+      if (!this.#closed) {
+        this.#jsm.consumers.delete(this.#msgStream, entry.consumer).catch(() => {});
+      }
+    }
+  }
+
+  async #subscribe(tail: string, entry: Interest): Promise<void> {
+    const prefix0 = `${this.#p}.0`;
+    entry.sub = this.#nc.subscribe(prefix0 + tail, {
+      callback: (error, msg) => {
+        if (error === null) this.#fromCore(prefix0, msg);
+      },
+    });
+    const name = entry.consumer;
+    try {
+      await this.#jsm.consumers.info(this.#msgStream, name);
+    } catch {
+      await this.#jsm.consumers.add(this.#msgStream, {
+        durable_name: name,
+        filter_subject: `${this.#p}.1${tail}`,
+        ack_policy: jsapi.AckPolicy.Explicit,
+        deliver_policy: jsapi.DeliverPolicy.New,
+        max_ack_pending: 10_000,
+        inactive_threshold: HOUR_NS,
+      });
+    }
+    if (entry.refs < 0) return; // Removed meanwhile.
+    const consumer = await this.#js.consumers.get(this.#msgStream, name);
+    const messages = await consumer.consume({ max_messages: 1024 });
+    if (entry.refs < 0) {
+      messages.stop();
+      return;
+    }
+    entry.messages = messages;
+    const prefix1 = `${this.#p}.1`;
+    (async () => {
+      for await (const m of messages) this.#fromStream(prefix1, m);
+    })().catch((error) => {
+      if (!this.#closed) this.#host.log.error(`cluster: consumer ${name}: ${errorText(error)}`);
+    });
+    await this.#nc.flush();
+  }
+
+  #fromCore(prefix: string, msg: nats.Msg): void {
+    const env = decodeEnvelope(msg.data);
+    // A message matching two of this node's subjects comes once per subject, in publish order.
+    const last = this.#lastSeq.get(env.origin);
+    if (last !== undefined && env.seq <= last) return;
+    this.#lastSeq.set(env.origin, env.seq);
+    this.#deliver(prefix, msg.subject, env);
+  }
+
+  #fromStream(prefix: string, m: jsapi.JsMsg): void {
+    const env = decodeEnvelope(m.data);
+    // The publishing node delivered it locally already; overlapping filters bring it twice.
+    if (env.origin.startsWith(this.#node + "/") || this.#seenJs.has(m.seq)) {
+      m.ack();
+      return;
+    }
+    this.#seenJs.add(m.seq);
+    if (this.#seenJs.size > SEEN_JS) {
+      this.#seenJs.delete(this.#seenJs.values().next().value!);
+    }
+    this.#deliver(prefix, m.subject, env);
+    m.ack();
+  }
+
+  #deliver(prefix: string, subject: string, env: Envelope): void {
+    let topic: string;
+    try {
+      topic = subjectToTopic(prefix, subject);
+    } catch {
+      return;
+    }
+    this.#counters.messagesIn++;
+    this.#host.deliver(new Message(topic, env.payload, env.qos, env.retain));
+  }
+
+  #answerTakeover(msg: nats.Msg): void {
+    let state: SessionState | undefined;
+    try {
+      const request = JSON.parse(text.decode(msg.data));
+      this.#releasing = request.clientId;
+      state = this.#host.release(String(request.clientId), request.handOver === true);
+    } catch (error) {
+      this.#host.log.error(`cluster: takeover request: ${errorText(error)}`);
+    } finally {
+      this.#releasing = undefined;
+    }
+    msg.respond(encodeSessionState(state));
+  }
+
+  async claim(clientId: string, clean: boolean): Promise<SessionState | undefined> {
+    if (this.#closed) return undefined;
+    const key = hex(clientId);
+    this.#claiming.add(clientId);
+    // The local part of the CONNECT runs in the turn claim resolves in; it may end an older
+    // session of this id here, which must not delete the record this claim writes.
+    const done = () => setTimeout(() => this.#claiming.delete(clientId), 0);
+    try {
+      const entry = await this.#kv.get(key);
+      const record: SessionRecord | undefined = entry !== null && entry.operation === "PUT"
+        ? entry.json<SessionRecord>()
+        : undefined;
+      let state: SessionState | undefined;
+      if (record !== undefined && record.node !== this.#node) {
+        try {
+          const reply = await this.#nc.request(
+            `${this.#p}.t.${record.node}`,
+            JSON.stringify({ clientId, handOver: !clean }),
+            { timeout: TAKEOVER_TIMEOUT_MS },
+          );
+          state = decodeSessionState(reply.data);
+        } catch {
+          // That node is gone: the record's subscriptions are what is left of the session.
+          state = this.#fromRecord(record, clean);
+          if (state !== undefined) {
+            this.#host.log.info(
+              `cluster: node ${record.node} did not answer for ${
+                JSON.stringify(clientId)
+              }; resuming its subscriptions, its queued messages are lost`,
+            );
+          }
+        }
+      } else if (record !== undefined) {
+        state = this.#fromRecord(record, clean);
+      }
+      const mine: SessionRecord = {
+        node: this.#node,
+        clean,
+        subscriptions: clean ? [] : state?.subscriptions ?? [],
+        expiresAt: 0,
+        savedAt: Date.now(),
+      };
+      await this.#kv.put(key, JSON.stringify(mine));
+      return clean ? undefined : state;
+    } catch (error) {
+      this.#host.log.warn(
+        `cluster: could not claim ${JSON.stringify(clientId)} cluster-wide: ${errorText(error)}`,
+      );
+      return undefined;
+    } finally {
+      done();
+    }
+  }
+
+  #fromRecord(record: SessionRecord, clean: boolean): SessionState | undefined {
+    if (clean || record.clean) return undefined;
+    const expiry = this.#host.limits.sessionExpiryMs;
+    const expiresAt = record.expiresAt !== 0
+      ? record.expiresAt
+      : expiry === 0
+      ? 0
+      : record.savedAt + expiry;
+    if (expiresAt !== 0 && expiresAt <= Date.now()) return undefined;
+    return { subscriptions: record.subscriptions, messages: [], inboundQos2: [] };
+  }
+
+  sessionSaved(
+    clientId: string,
+    subscriptions: ReadonlyMap<string, QoS>,
+    expiresAt: number,
+  ): void {
+    if (this.#closed || clientId === this.#releasing) return;
+    const record: SessionRecord = {
+      node: this.#node,
+      clean: false,
+      subscriptions: [...subscriptions].map(([topicFilter, qos]) => ({ topicFilter, qos })),
+      expiresAt,
+      savedAt: Date.now(),
+    };
+    this.#track(
+      this.#kv.put(hex(clientId), JSON.stringify(record)).catch((error) =>
+        this.#host.log.warn(`cluster: session record not saved: ${errorText(error)}`)
+      ),
+    );
+  }
+
+  sessionDeleted(clientId: string): void {
+    if (this.#closed || clientId === this.#releasing || this.#claiming.has(clientId)) return;
+    this.#kv.delete(hex(clientId)).catch(() => {});
+  }
+
+  stats(): ClusterStats {
+    return {
+      node: this.#node,
+      connected: this.#connected && !this.#closed,
+      server: this.#connected ? this.#nc.getServer() : "",
+      subjects: this.#interest.size * 2,
+      ...this.#counters,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    // What clients were promised goes out first, but a NATS that is gone cannot hold us.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#tail.catch(() => {}),
+      new Promise<void>((resolve) => timer = setTimeout(resolve, 2_000)),
+    ]);
+    clearTimeout(timer);
+    this.#closed = true;
+    for (const entry of this.#interest.values()) entry.messages?.stop();
+    this.#retainedFollower?.stop();
+    try {
+      await this.#nc.drain();
+    } catch {
+      await this.#nc.close().catch(() => {});
+    }
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * A session's state as it moves between nodes: taken out of one broker when another node takes
+ * the client id, put into the other before its CONNACK.
+ *
+ * @module
+ */
+import type { QoS } from "../codec/packet.ts";
+import type { ClientInfo } from "../hooks.ts";
+import { Message } from "../message.ts";
+import type { Router } from "../router.ts";
+import { Session, type SessionContext } from "../session/session.ts";
+import type { SessionState } from "./link.ts";
+
+/** Subscriptions, outbound messages (in flight first, then queued) and inbound QoS 2 ids. */
+export function exportSession(session: Session, inboundQos2: number[] = []): SessionState {
+  const subscriptions = [...session.subscriptions].map(([topicFilter, qos]) => ({
+    topicFilter,
+    qos,
+  }));
+  const messages = [];
+  for (const entry of session.outgoing()) {
+    if (entry.qos === 0) continue;
+    messages.push({
+      topic: entry.message.topic,
+      payload: entry.message.payload,
+      qos: entry.qos,
+      retain: entry.retain,
+      packetId: entry.packetId,
+      state: entry.state,
+    });
+  }
+  return { subscriptions, messages, inboundQos2 };
+}
+
+/** Where an adopted session goes. */
+export interface AdoptTarget {
+  sessions: Map<string, Session>;
+  router: Router;
+  sessionContext: SessionContext;
+}
+
+/** Rebuilds a persistent session handed over by another node; returns it, registered. */
+export function adoptSession(
+  target: AdoptTarget,
+  clientId: string,
+  client: ClientInfo,
+  state: SessionState,
+): Session {
+  const session = new Session(clientId, false, client, target.sessionContext);
+  target.sessions.set(clientId, session);
+  for (const { topicFilter, qos } of state.subscriptions) {
+    target.router.subscribe(session, topicFilter, qos as QoS);
+  }
+  let seq = 0;
+  for (const m of state.messages) {
+    session.restore({
+      message: new Message(m.topic, m.payload, m.qos, false),
+      qos: m.qos,
+      retain: m.retain,
+      packetId: m.packetId,
+      state: m.state,
+      seq: ++seq,
+    });
+  }
+  for (const id of state.inboundQos2) session.addInboundQos2(id);
+  return session;
+}
+
+const utf8 = new TextEncoder();
+const text = new TextDecoder();
+
+function base64(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+function unbase64(s: string): Uint8Array {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/** JSON bytes of a state (payloads in base64); `undefined` becomes an empty object. */
+export function encodeSessionState(state: SessionState | undefined): Uint8Array {
+  if (state === undefined) return utf8.encode("{}");
+  return utf8.encode(JSON.stringify({
+    ...state,
+    messages: state.messages.map((m) => ({ ...m, payload: base64(m.payload) })),
+  }));
+}
+
+/** The inverse of {@link encodeSessionState}. */
+export function decodeSessionState(bytes: Uint8Array): SessionState | undefined {
+  const json = JSON.parse(text.decode(bytes));
+  if (!Array.isArray(json.subscriptions)) return undefined;
+  return {
+    subscriptions: json.subscriptions,
+    inboundQos2: json.inboundQos2 ?? [],
+    messages: (json.messages ?? []).map((m: { payload: string }) => ({
+      ...m,
+      payload: unbase64(m.payload),
+    })),
+  };
+}

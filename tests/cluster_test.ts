@@ -1,0 +1,320 @@
+/**
+ * Three broker nodes from cli.ts joined through a real nats-server with JetStream, driven by
+ * npm:mqtt clients: routing between every pair, QoS 1/2 streams, retained messages, takeover
+ * with the will, persistent sessions moving between nodes, kill -9 of a node.
+ */
+import assert from "node:assert/strict";
+import { waitFor } from "./_util.ts";
+import { client, NATS_SERVER, received, startCluster, startNats, startNode } from "./_cluster.ts";
+import { run } from "./_util.ts";
+
+const ignore = NATS_SERVER === undefined;
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
+
+function publish(
+  c: { mqtt: { publishAsync: (t: string, p: string, o: object) => Promise<unknown> } },
+  topic: string,
+  payload: string,
+  qos: 0 | 1 | 2 = 0,
+  retain = false,
+) {
+  return c.mqtt.publishAsync(topic, payload, { qos, retain });
+}
+
+Deno.test({
+  name: "cluster: unreachable NATS at start is one line naming the URL, exit 1",
+  ignore,
+  async fn() {
+    const result = await run(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      CLI,
+      "--port",
+      "0",
+      "--cluster",
+      "nats://127.0.0.1:1",
+      "--node-name",
+      "a",
+    ], { deadlineMs: 30_000 });
+    assert.equal(result.code, 1, result.stderr);
+    const lines = result.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0], /^error: .*nats:\/\/127\.0\.0\.1:1/);
+  },
+});
+
+Deno.test({
+  name: "cluster: every pair of nodes routes exact and wildcard filters once, no echo",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b", "c"]);
+    const { nodes } = cluster;
+    // On each node: one exact-ish filter and one overlapping wildcard, on two sessions, so the
+    // node holds two NATS subjects that both match (it must still deliver once per session).
+    const exact = [];
+    const wild = [];
+    for (const node of nodes) {
+      const e = await cluster.connect(node, { clientId: `exact-${node.name}` });
+      await e.mqtt.subscribeAsync(`pair/+/to/${node.name}`, { qos: 0 });
+      exact.push(e);
+      const w = await cluster.connect(node, { clientId: `wild-${node.name}` });
+      await w.mqtt.subscribeAsync(["pair/#", "odd/#"], { qos: 0 });
+      wild.push(w);
+    }
+    const pubs = [];
+    for (const node of nodes) {
+      pubs.push(await cluster.connect(node, { clientId: `pub-${node.name}` }));
+    }
+    for (let j = 0; j < nodes.length; j++) {
+      for (const to of nodes) await publish(pubs[j], `pair/${nodes[j].name}/to/${to.name}`, "x");
+    }
+    // Levels with ".", "*", ">", spaces, Unicode and empty levels survive the subject mapping.
+    const odd = "odd/a.b/*/>/ sp ace/é日😀//~2E";
+    await publish(pubs[0], odd, "odd");
+    for (let i = 0; i < nodes.length; i++) {
+      await received(exact[i], 3);
+      await received(wild[i], 10);
+    }
+    // Whatever else was going to arrive has: the last publish is in on every node.
+    for (let i = 0; i < nodes.length; i++) {
+      const topics = exact[i].messages.map((m) => m.topic).sort();
+      assert.deepEqual(topics, nodes.map((n) => `pair/${n.name}/to/${nodes[i].name}`).sort());
+      assert.equal(wild[i].messages.length, 10, JSON.stringify(wild[i].messages));
+      assert.equal(new Set(wild[i].messages.map((m) => m.topic)).size, 10);
+      assert.ok(wild[i].messages.some((m) => m.topic === odd && m.payload === "odd"));
+    }
+    // Per-publisher order is kept across nodes.
+    for (let k = 0; k < 50; k++) await publish(pubs[0], `pair/a/to/c`, String(k));
+    await received(exact[2], 53);
+    assert.deepEqual(
+      exact[2].messages.slice(3).map((m) => Number(m.payload)),
+      Array.from({ length: 50 }, (_, k) => k),
+    );
+    // The $-rule: "#" does not get $ topics from another node, "$x/#" does.
+    const dollar = await cluster.connect(nodes[1], { clientId: "dollar" });
+    await dollar.mqtt.subscribeAsync("$x/#", { qos: 0 });
+    await publish(pubs[0], "$x/y", "d");
+    await received(dollar, 1);
+    await publish(pubs[0], "pair/end/to/all", "end");
+    await received(wild[1], 11);
+    assert.ok(!wild[1].messages.some((m) => m.topic.startsWith("$")));
+    const stats = nodes.map((n) => n.name);
+    assert.equal(stats.length, 3);
+  },
+});
+
+Deno.test({
+  name: "cluster: QoS 1 and 2 streams across nodes, no loss, in order, no QoS 2 duplicates",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b"]);
+    const [a, b] = cluster.nodes;
+    const sub = await cluster.connect(b, { clientId: "qsub", clean: false });
+    await sub.mqtt.subscribeAsync({ "s1/#": { qos: 1 }, "s2/#": { qos: 2 } });
+    const pub = await cluster.connect(a, { clientId: "qpub" });
+    const N = 300;
+    const sends = [];
+    for (let i = 0; i < N; i++) {
+      sends.push(publish(pub, "s1/x", String(i), 1));
+      sends.push(publish(pub, "s2/x", String(i), 2));
+    }
+    await Promise.all(sends);
+    await received(sub, 2 * N);
+    const q1 = sub.messages.filter((m) => m.topic === "s1/x").map((m) => Number(m.payload));
+    const q2 = sub.messages.filter((m) => m.topic === "s2/x").map((m) => Number(m.payload));
+    const all = Array.from({ length: N }, (_, i) => i);
+    assert.deepEqual(q1, all);
+    assert.deepEqual(q2, all);
+    assert.ok(sub.messages.filter((m) => m.topic === "s2/x").every((m) => m.qos === 2));
+  },
+});
+
+Deno.test({
+  name: "cluster: retained messages are set and cleared everywhere, and loaded by a new node",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b"]);
+    const [a, b] = cluster.nodes;
+    const pa = await cluster.connect(a, { clientId: "ra" });
+    await publish(pa, "ret/x", "v1", 1, true);
+    await publish(pa, "ret/x", "v2", 1, true);
+    await publish(pa, "ret/y", "y", 1, true);
+    // Set on a, delivered on SUBSCRIBE at b.
+    const sb = await cluster.connect(b, { clientId: "rb" });
+    await waitFor(
+      async () => {
+        const probe = await client(b.port, { clientId: "probe" });
+        await probe.mqtt.subscribeAsync("ret/x", { qos: 1 });
+        await waitFor(() => true);
+        const ok = await waitFor(() => probe.messages.length > 0, 500).then(
+          () => true,
+          () => false,
+        );
+        const v = probe.messages[0]?.payload;
+        await probe.end();
+        return ok && v === "v2";
+      },
+      10_000,
+      "ret/x = v2 on node b",
+    );
+    // A node started later loads them.
+    const c = await startNode(cluster.nats.url, "c");
+    cluster.nodes.push(c);
+    const sc = await cluster.connect(c, { clientId: "rc" });
+    await sc.mqtt.subscribeAsync("ret/#", { qos: 1 });
+    await received(sc, 2);
+    assert.deepEqual(
+      sc.messages.map((m) => [m.topic, m.payload, m.retain]).sort(),
+      [["ret/x", "v2", true], ["ret/y", "y", true]],
+    );
+    // Cleared on b with an empty payload: gone on a and c too.
+    await publish(sb, "ret/x", "", 1, true);
+    await publish(sb, "ret/z", "marker", 1, true);
+    for (const node of [a, c]) {
+      await waitFor(
+        async () => {
+          const probe = await client(node.port, { clientId: `probe-${node.name}` });
+          await probe.mqtt.subscribeAsync("ret/#", { qos: 1 });
+          const ok = await waitFor(() => probe.messages.some((m) => m.topic === "ret/z"), 500)
+            .then(() => true, () => false);
+          const topics = probe.messages.map((m) => m.topic).sort();
+          await probe.end();
+          return ok && topics.join() === "ret/y,ret/z";
+        },
+        10_000,
+        `ret/x cleared on ${node.name}`,
+      );
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: a client id connecting on another node takes over; the old node publishes the will",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b", "c"]);
+    const [a, b, c] = cluster.nodes;
+    const watcher = await cluster.connect(c, { clientId: "watcher" });
+    await watcher.mqtt.subscribeAsync("will/#", { qos: 1 });
+    const first = await cluster.connect(a, {
+      clientId: "dup",
+      will: { topic: "will/dup", payload: "gone", qos: 1, retain: false },
+    });
+    let closed = false;
+    first.mqtt.on("close", () => closed = true);
+    const second = await cluster.connect(b, { clientId: "dup" });
+    await waitFor(() => closed, 10_000, "the first connection closed by node a");
+    await received(watcher, 1);
+    assert.deepEqual(watcher.messages.map((m) => [m.topic, m.payload]), [["will/dup", "gone"]]);
+    assert.equal(second.mqtt.connected, true);
+  },
+});
+
+Deno.test({
+  name: "cluster: a persistent session resumes on another node with its subscriptions and queue",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b", "c"]);
+    const [a, b, c] = cluster.nodes;
+    const s1 = await cluster.connect(a, { clientId: "roamer", clean: false });
+    assert.equal(s1.sessionPresent, false);
+    await s1.mqtt.subscribeAsync("roam/#", { qos: 1 });
+    await s1.end();
+    const pub = await cluster.connect(c, { clientId: "roampub" });
+    for (let i = 0; i < 5; i++) await publish(pub, "roam/q", `q${i}`, 1);
+    // Queued on node a while away; the client comes back on node b.
+    const s2 = await cluster.connect(b, { clientId: "roamer", clean: false });
+    assert.equal(s2.sessionPresent, true);
+    await received(s2, 5);
+    assert.deepEqual(s2.messages.map((m) => m.payload), ["q0", "q1", "q2", "q3", "q4"]);
+    // Its subscription works on b from now on.
+    await publish(pub, "roam/q", "after", 1);
+    await received(s2, 6);
+    assert.equal(s2.messages[5].payload, "after");
+    // And a clean session discards it everywhere.
+    await s2.end();
+    const s3 = await cluster.connect(a, { clientId: "roamer", clean: true });
+    assert.equal(s3.sessionPresent, false);
+    await s3.end();
+    const s4 = await cluster.connect(c, { clientId: "roamer", clean: false });
+    assert.equal(s4.sessionPresent, false);
+  },
+});
+
+Deno.test({
+  name: "cluster: kill -9 of a node: acknowledged QoS 1 reaches the other node, sessions resume",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b", "c"]);
+    const [a, b, c] = cluster.nodes;
+    const sub = await cluster.connect(b, { clientId: "ksub", clean: false });
+    await sub.mqtt.subscribeAsync("k/#", { qos: 1 });
+    // A persistent session on the node that will die.
+    const victim = await cluster.connect(a, { clientId: "victim", clean: false });
+    await victim.mqtt.subscribeAsync("v/#", { qos: 1 });
+    const pub = await cluster.connect(a, { clientId: "kpub" });
+    const N = 200;
+    const acks = [];
+    for (let i = 0; i < N; i++) acks.push(publish(pub, "k/x", String(i), 1));
+    await Promise.all(acks);
+    // Every PUBACK is in: kill the accepting node at once.
+    await a.stop("SIGKILL");
+    await received(sub, N);
+    assert.deepEqual(
+      [...new Set(sub.messages.map((m) => Number(m.payload)))].sort((x, y) => x - y),
+      Array.from({ length: N }, (_, i) => i),
+    );
+    // The others keep serving each other.
+    const pc = await cluster.connect(c, { clientId: "kpc" });
+    await publish(pc, "k/after", "alive", 1);
+    await received(sub, 1, (m) => m.topic === "k/after");
+    // The dead node's client resumes elsewhere with its subscriptions.
+    const back = await cluster.connect(c, { clientId: "victim", clean: false });
+    assert.equal(back.sessionPresent, true);
+    await publish(pc, "v/1", "resumed", 1);
+    await received(back, 1, (m) => m.topic === "v/1");
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: NATS restarting later: local delivery goes on, the node reconnects and catches up",
+  ignore,
+  async fn() {
+    const nats = await startNats();
+    const a = await startNode(nats.url, "a");
+    const b = await startNode(nats.url, "b");
+    const clients = [];
+    try {
+      const local = await client(a.port, { clientId: "local" });
+      clients.push(local);
+      await local.mqtt.subscribeAsync("n/#", { qos: 1 });
+      const pa = await client(a.port, { clientId: "pa" });
+      clients.push(pa);
+      await nats.stop(true);
+      await a.process.waitForOutput("stderr", /lost NATS/, 10_000);
+      // QoS 0 stays local and is delivered at once.
+      await publish(pa, "n/0", "local0", 0);
+      await received(local, 1);
+      // A QoS 1 publish is delivered locally, but acknowledged only once JetStream has it.
+      let acked = false;
+      const ack = publish(pa, "n/1", "local1", 1).then(() => acked = true);
+      await received(local, 2);
+      assert.equal(acked, false);
+      const again = await startNats({ port: nats.port, dir: nats.dir });
+      try {
+        await a.process.waitForOutput("stderr", /reconnected to NATS/, 20_000);
+        await ack;
+        assert.equal(acked, true);
+      } finally {
+        await again.stop();
+      }
+    } finally {
+      for (const c of clients) await c.end().catch(() => {});
+      await a.stop();
+      await b.stop();
+      await Deno.remove(nats.dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
