@@ -250,9 +250,12 @@ Deno.test({
     const [a, b, c] = cluster.nodes;
     const sub = await cluster.connect(b, { clientId: "ksub", clean: false });
     await sub.mqtt.subscribeAsync("k/#", { qos: 1 });
-    // A persistent session on the node that will die.
+    // A persistent session on the node that will die, offline there with a message queued.
     const victim = await cluster.connect(a, { clientId: "victim", clean: false });
     await victim.mqtt.subscribeAsync("v/#", { qos: 1 });
+    await victim.end();
+    const early = await cluster.connect(b, { clientId: "early" });
+    await publish(early, "v/0", "queued before the kill", 1);
     const pub = await cluster.connect(a, { clientId: "kpub" });
     const N = 200;
     const acks = [];
@@ -270,10 +273,15 @@ Deno.test({
     await publish(pc, "k/after", "alive", 1);
     await received(sub, 1, (m) => m.topic === "k/after");
     // The dead node's client resumes elsewhere with its subscriptions.
+    await publish(pc, "v/1", "while away", 2);
     const back = await cluster.connect(c, { clientId: "victim", clean: false });
     assert.equal(back.sessionPresent, true);
-    await publish(pc, "v/1", "resumed", 1);
-    await received(back, 1, (m) => m.topic === "v/1");
+    await publish(pc, "v/2", "resumed", 1);
+    await received(back, 3);
+    assert.deepEqual(back.messages.map((m) => [m.topic, m.qos]), [["v/0", 1], ["v/1", 1], [
+      "v/2",
+      1,
+    ]]);
   },
 });
 

@@ -25,11 +25,13 @@ import * as jsapi from "npm:@nats-io/jetstream@3.4.0";
 import { type KV, Kvm } from "npm:@nats-io/kv@3.4.0";
 import type { QoS } from "../codec/packet.ts";
 import { Message } from "../message.ts";
+import { matchTopic } from "../topic/topic.ts";
 import type {
   ClusterHost,
   ClusterLink,
   ClusterOptions,
   ClusterStats,
+  SessionMessage,
   SessionState,
 } from "./link.ts";
 import { validateClusterOptions } from "./link.ts";
@@ -203,10 +205,12 @@ class NatsCluster implements ClusterLink {
       await this.#ensureStream({
         name: this.#msgStream,
         subjects: [`${this.#p}.1.>`],
-        retention: jsapi.RetentionPolicy.Interest,
+        // Kept for an hour (not only until the interested consumers acked): a session whose
+        // node died while it was offline is rebuilt elsewhere from what came since.
+        retention: jsapi.RetentionPolicy.Limits,
         storage: jsapi.StorageType.File,
         num_replicas: replicas,
-        max_age: 24 * HOUR_NS,
+        max_age: HOUR_NS,
         duplicate_window: 120 * 1e9,
       });
       await this.#ensureStream({
@@ -507,13 +511,21 @@ class NatsCluster implements ClusterLink {
           );
           state = decodeSessionState(reply.data);
         } catch {
-          // That node is gone: the record's subscriptions are what is left of the session.
+          // That node is gone: the record's subscriptions are what is left of the session, and
+          // the stream holds what was published since it went offline.
           state = this.#fromRecord(record, clean);
+          if (state !== undefined && record.expiresAt !== 0) {
+            state.messages = await this.#replay(record).catch((error) => {
+              this.#host.log.warn(`cluster: replay for ${JSON.stringify(clientId)}: ${error}`);
+              return [];
+            });
+          }
           if (state !== undefined) {
             this.#host.log.info(
-              `cluster: node ${record.node} did not answer for ${
-                JSON.stringify(clientId)
-              }; resuming its subscriptions, its queued messages are lost`,
+              `cluster: node ${record.node} did not answer for ${JSON.stringify(clientId)}; ` +
+                `resuming its subscriptions` + (record.expiresAt !== 0
+                  ? ` and ${state.messages.length} messages published since it went offline`
+                  : `; what was in flight to it there is lost`),
             );
           }
         }
@@ -537,6 +549,54 @@ class NatsCluster implements ClusterLink {
     } finally {
       done();
     }
+  }
+
+  // QoS ≥ 1 messages for the record's filters published since it was saved (offline), oldest
+  // first, each once, at the QoS the session's subscriptions grant; at most maxQueued.
+  async #replay(record: SessionRecord): Promise<SessionMessage[]> {
+    const since = new Date(record.savedAt).toISOString();
+    const prefix = `${this.#p}.1`;
+    const limit = this.#host.limits.maxQueued;
+    const found = new Map<number, SessionMessage>();
+    for (const { topicFilter } of record.subscriptions) {
+      for (const tail of filterToSubjects("", topicFilter)) {
+        const consumer = await this.#js.consumers.get(this.#msgStream, {
+          filter_subjects: prefix + tail,
+          deliver_policy: jsapi.DeliverPolicy.StartTime,
+          opt_start_time: since,
+        });
+        try {
+          for (;;) {
+            if (found.size >= limit) break;
+            const m = await consumer.next({ expires: 1_000 });
+            if (m === null) break;
+            if (!found.has(m.seq)) {
+              const env = decodeEnvelope(m.data);
+              const topic = subjectToTopic(prefix, m.subject);
+              let granted = -1;
+              for (const s of record.subscriptions) {
+                if (s.qos > granted && matchTopic(s.topicFilter, topic)) granted = s.qos;
+              }
+              const qos = Math.min(granted, env.qos) as QoS;
+              if (qos > 0) {
+                found.set(m.seq, {
+                  topic,
+                  payload: env.payload,
+                  qos,
+                  retain: false,
+                  packetId: 0,
+                  state: 0,
+                });
+              }
+            }
+            if (m.info.pending === 0) break;
+          }
+        } finally {
+          await consumer.delete().catch(() => {});
+        }
+      }
+    }
+    return [...found.entries()].sort((x, y) => x[0] - y[0]).map(([, m]) => m);
   }
 
   #fromRecord(record: SessionRecord, clean: boolean): SessionState | undefined {
