@@ -90,6 +90,15 @@ export interface ClusterLink {
   /** A local session's subscription to `filter` went. */
   filterRemoved(filter: string): void;
   /**
+   * A local session joined the shared subscription `$share/{group}/{filter}` (each new
+   * (session, group, filter) once). The cluster then hands this node its share of the group's
+   * messages through `ClusterHost.deliverShared`, from every node this one included: a broker in a
+   * cluster must not deliver a local publish to its own shared members directly.
+   */
+  sharedAdded(group: string, filter: string): void;
+  /** A local member of `$share/{group}/{filter}` went. */
+  sharedRemoved(group: string, filter: string): void;
+  /**
    * A client connects here with this id: take the session from the node that has it. Resolves
    * with the handed-over state of a persistent session (undefined when there is none or the
    * client asked for a clean session); never rejects.
@@ -119,6 +128,12 @@ export interface ClusterHost {
    * persistent.
    */
   release(clientId: string, handOver: boolean): SessionState | undefined;
+  /**
+   * A message for the shared subscription `$share/{group}/{filter}` that the cluster gave to this
+   * node: deliver it to one local member. Returns false when there is none (any more); a QoS ≥ 1
+   * message then goes to another node. Optional until the broker has shared subscriptions.
+   */
+  deliverShared?(group: string, filter: string, message: Message): boolean;
 }
 
 const NAME = /^[A-Za-z0-9_-]+$/;

@@ -118,6 +118,8 @@ interface Interest {
   sub?: nats.Subscription;
   messages?: jsapi.ConsumerMessages;
   consumer: string;
+  more?: nats.Subscription[];
+  moreMessages?: jsapi.ConsumerMessages[];
 }
 
 /**
@@ -145,11 +147,15 @@ class NatsCluster implements ClusterLink {
   readonly #msgStream: string;
   readonly #retainedStream: string;
   #nc!: nats.NatsConnection;
+  #connectOptions: nats.NodeConnectionOptions = {};
   #js!: jsapi.JetStreamClient;
   #jsm!: jsapi.JetStreamManager;
   #kv!: KV;
   #seq = 0;
   #interest = new Map<string, Interest>();
+  #shared = new Map<string, Interest>();
+  // Queue subscriptions need a connection that also gets this node's own messages.
+  #echo: nats.NatsConnection | undefined;
   #lastSeq = new Map<string, number>();
   #seenJs = new Set<number>();
   #connected = false;
@@ -177,7 +183,7 @@ class NatsCluster implements ClusterLink {
   async start(): Promise<void> {
     const o = this.#options;
     const where = o.servers.join(",");
-    const connectOptions: nats.NodeConnectionOptions = {
+    const connectOptions: nats.NodeConnectionOptions = this.#connectOptions = {
       servers: o.servers,
       name: `denomq ${this.#node}`,
       noEcho: true,
@@ -401,6 +407,97 @@ class NatsCluster implements ClusterLink {
         this.#jsm.consumers.delete(this.#msgStream, entry.consumer).catch(() => {});
       }
     }
+  }
+
+  sharedAdded(group: string, filter: string): void {
+    const key = `${group}\n${filter}`;
+    const existing = this.#shared.get(key);
+    if (existing !== undefined) {
+      existing.refs++;
+      return;
+    }
+    const entry: Interest = { refs: 1, consumer: `share_${hash(key)}` };
+    this.#shared.set(key, entry);
+    this.#track(
+      this.#subscribeShared(group, filter, entry).catch((error) => {
+        this.#host.log.error(
+          `cluster: cannot join $share/${group}/${filter}: ${errorText(error)}`,
+        );
+      }),
+    );
+  }
+
+  sharedRemoved(group: string, filter: string): void {
+    const key = `${group}\n${filter}`;
+    const entry = this.#shared.get(key);
+    if (entry === undefined || --entry.refs > 0) return;
+    this.#shared.delete(key);
+    entry.refs = -1;
+    entry.sub?.unsubscribe();
+    for (const s of entry.more ?? []) s.unsubscribe();
+    entry.messages?.stop();
+    for (const m of entry.moreMessages ?? []) m.stop();
+    // The group's consumer is shared with the other nodes: it goes when none reads it.
+  }
+
+  // One NATS queue group per (group, filter) for QoS 0 and one JetStream consumer shared by every
+  // member node for QoS ≥ 1: each message goes to one node, which gives it to one local member.
+  async #subscribeShared(group: string, filter: string, entry: Interest): Promise<void> {
+    const echo = this.#echo ??= await nats.connect({
+      ...this.#connectOptions,
+      name: `denomq ${this.#node} shared`,
+      noEcho: false,
+    });
+    const queue = entry.consumer;
+    const prefix0 = `${this.#p}.0`;
+    const prefix1 = `${this.#p}.1`;
+    const deliver = (subject: string, prefix: string, env: Envelope): boolean => {
+      const topic = subjectToTopic(prefix, subject);
+      const message = new Message(topic, env.payload, env.qos, env.retain);
+      this.#counters.messagesIn++;
+      return this.#host.deliverShared?.(group, filter, message) ?? false;
+    };
+    entry.more = [];
+    entry.moreMessages = [];
+    for (const tail of filterToSubjects("", filter)) {
+      entry.more.push(echo.subscribe(prefix0 + tail, {
+        queue,
+        callback: (error, msg) => {
+          if (error === null) deliver(msg.subject, prefix0, decodeEnvelope(msg.data));
+        },
+      }));
+      const name = `${queue}_${hash(tail)}`;
+      try {
+        await this.#jsm.consumers.info(this.#msgStream, name);
+      } catch {
+        await this.#jsm.consumers.add(this.#msgStream, {
+          durable_name: name,
+          filter_subject: prefix1 + tail,
+          ack_policy: jsapi.AckPolicy.Explicit,
+          deliver_policy: jsapi.DeliverPolicy.New,
+          max_ack_pending: 10_000,
+          inactive_threshold: HOUR_NS,
+        }).catch(async (error) => {
+          // Another member node made it meanwhile.
+          await this.#jsm.consumers.info(this.#msgStream, name).catch(() => {
+            throw error;
+          });
+        });
+      }
+      if (entry.refs < 0) return;
+      const consumer = await this.#js.consumers.get(this.#msgStream, name);
+      const messages = await consumer.consume({ max_messages: 256 });
+      entry.moreMessages.push(messages);
+      (async () => {
+        for await (const m of messages) {
+          if (deliver(m.subject, prefix1, decodeEnvelope(m.data))) m.ack();
+          else m.nak();
+        }
+      })().catch((error) => {
+        if (!this.#closed) this.#host.log.error(`cluster: consumer ${name}: ${errorText(error)}`);
+      });
+    }
+    await echo.flush();
   }
 
   async #subscribe(tail: string, entry: Interest): Promise<void> {
@@ -658,6 +755,8 @@ class NatsCluster implements ClusterLink {
     this.#closed = true;
     for (const entry of this.#interest.values()) entry.messages?.stop();
     this.#retainedFollower?.stop();
+    for (const entry of this.#shared.values()) for (const m of entry.moreMessages ?? []) m.stop();
+    await this.#echo?.drain().catch(() => {});
     try {
       await this.#nc.drain();
     } catch {

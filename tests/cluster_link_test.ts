@@ -1,0 +1,139 @@
+/**
+ * The NATS side of the cluster in-process, against a real nats-server: the subject mapping as
+ * nats-server itself matches it, and shared subscriptions across nodes through a host that
+ * records deliveries (the broker's `$share` support comes with MQTT 5.0).
+ */
+import assert from "node:assert/strict";
+// deno-lint-ignore no-import-prefix
+import * as nats from "npm:@nats-io/transport-node@3.4.0";
+import { startCluster } from "../src/cluster/nats_cluster.ts";
+import type { ClusterHost, ClusterLink } from "../src/cluster/link.ts";
+import { filterToSubjects, topicToSubject } from "../src/cluster/subject.ts";
+import { createLogger } from "../src/logger.ts";
+import { Message } from "../src/message.ts";
+import { DEFAULT_LIMITS } from "../src/options.ts";
+import { matchTopic } from "../src/topic/topic.ts";
+import { mulberry32 } from "../src/_test_prng.ts";
+import { NATS_SERVER, startNats } from "./_cluster.ts";
+import { waitFor } from "./_util.ts";
+
+const ignore = NATS_SERVER === undefined;
+
+Deno.test({
+  name: "subject mapping: nats-server's own matching agrees with matchTopic on random pairs",
+  ignore,
+  async fn() {
+    const server = await startNats();
+    const nc = await nats.connect({ servers: server.url });
+    try {
+      const rnd = mulberry32(7);
+      const levels = ["a", "", ".", "*", ">", " x", "é", "$", "~"];
+      const topic = () =>
+        Array.from(
+          { length: 1 + Math.floor(rnd() * 3) },
+          () => levels[Math.floor(rnd() * levels.length)],
+        ).join("/");
+      const topics = [...new Set(Array.from({ length: 40 }, topic))];
+      const filters = new Set<string>(["#", "+", "+/+", "$/#", "a/#", "/#", "+/#"]);
+      for (const t of topics.slice(0, 25)) {
+        const parts = t.split("/");
+        filters.add(parts.map((p) => rnd() < 0.3 ? "+" : p).join("/"));
+        filters.add(parts.slice(0, Math.max(1, parts.length - 1)).join("/") + "/#");
+      }
+      const got = new Map<string, Set<string>>();
+      const subs = [];
+      for (const filter of filters) {
+        got.set(filter, new Set());
+        for (const subject of filterToSubjects("m", filter)) {
+          subs.push(nc.subscribe(subject, {
+            callback: (_e, msg) => {
+              got.get(filter)!.add(msg.string());
+            },
+          }));
+        }
+      }
+      // Delivered after every earlier message of this connection: the end of the sample.
+      const end = nc.subscribe("m.end", { max: 1 });
+      await nc.flush();
+      for (const t of topics) nc.publish(topicToSubject("m", t), t);
+      nc.publish("m.end", "end");
+      for await (const _ of end) break;
+      let matches = 0;
+      for (const filter of filters) {
+        const expected = topics.filter((t) => matchTopic(filter, t)).sort();
+        matches += expected.length;
+        assert.deepEqual(
+          [...got.get(filter)!].sort(),
+          expected,
+          `filter ${JSON.stringify(filter)}`,
+        );
+      }
+      assert.ok(matches > 20, `only ${matches} matches: the sample proves little`);
+      for (const s of subs) s.unsubscribe();
+    } finally {
+      await nc.close();
+      await server.stop();
+    }
+  },
+});
+
+function fakeHost(deliveries: string[], name: string): ClusterHost {
+  return {
+    log: createLogger("warn"),
+    limits: DEFAULT_LIMITS,
+    deliver: () => {},
+    setRetained: () => {},
+    release: () => undefined,
+    deliverShared: (group, filter, message) => {
+      deliveries.push(`${name} ${group} ${filter} ${new TextDecoder().decode(message.payload)}`);
+      return true;
+    },
+  };
+}
+
+Deno.test({
+  name: "$share across nodes: each message of a group goes to exactly one member node",
+  ignore,
+  async fn() {
+    const server = await startNats();
+    const links: ClusterLink[] = [];
+    const deliveries: string[] = [];
+    try {
+      for (const name of ["m1", "m2", "pub"]) {
+        links.push(
+          await startCluster(
+            { servers: [server.url], nodeName: name },
+            fakeHost(deliveries, name),
+          ),
+        );
+      }
+      const [m1, m2, pub] = links;
+      m1.sharedAdded("g", "sh/#");
+      m2.sharedAdded("g", "sh/#");
+      pub.sharedAdded("g", "sh/#"); // the publishing node is a member too
+      m2.sharedAdded("other", "sh/+");
+      await Promise.all(links.map((l) => l.settled()));
+      const N = 100;
+      const enc = new TextEncoder();
+      for (let i = 0; i < N; i++) {
+        pub.forward(new Message("sh/x", enc.encode(`q0-${i}`), 0, false), false);
+        pub.forward(new Message("sh/y", enc.encode(`q1-${i}`), 1, false), false);
+      }
+      await pub.settled();
+      await waitFor(() => deliveries.length >= 4 * N, 15_000, `${4 * N} deliveries`);
+      const g = deliveries.filter((d) => d.includes(" g "));
+      const other = deliveries.filter((d) => d.includes(" other "));
+      // Group g: every message once over the three member nodes.
+      const payloads = g.map((d) => d.split(" ").at(-1)!).sort();
+      const want = Array.from({ length: N }, (_, i) => [`q0-${i}`, `q1-${i}`]).flat().sort();
+      assert.deepEqual(payloads, want);
+      assert.ok(new Set(g.map((d) => d.split(" ")[0])).size >= 2, "shared over member nodes");
+      // Group other has one member node: it gets all of them.
+      assert.equal(other.length, 2 * N);
+      assert.ok(other.every((d) => d.startsWith("m2 ")));
+    } finally {
+      for (const l of links) await l.close();
+      await server.stop();
+    }
+  },
+});
