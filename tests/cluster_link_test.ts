@@ -137,3 +137,45 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "cluster option of the API: stats() and $SYS show the node's cluster link",
+  ignore,
+  async fn() {
+    const server = await startNats();
+    const { Broker } = await import("../mod.ts");
+    const broker = new Broker({
+      logLevel: "warn",
+      sysIntervalMs: 100,
+      cluster: { servers: [server.url], nodeName: "api" },
+    });
+    const { client } = await import("./_cluster.ts");
+    let c: Awaited<ReturnType<typeof client>> | undefined;
+    try {
+      const { port } = await broker.listen({ hostname: "127.0.0.1", port: 0 });
+      c = await client(port, { clientId: "sys" });
+      await c.mqtt.subscribeAsync(["$SYS/broker/cluster/#", "t/#"], { qos: 0 });
+      await c.mqtt.publishAsync("t/1", "x", { qos: 1 });
+      await waitFor(
+        () =>
+          c!.messages.some((m) =>
+            m.topic === "$SYS/broker/cluster/messages/out" && m.payload !== "0"
+          ),
+        10_000,
+        "$SYS/broker/cluster/messages/out > 0",
+      );
+      const stats = broker.stats().cluster!;
+      assert.equal(stats.node, "api");
+      assert.equal(stats.connected, true);
+      assert.ok(stats.subjects >= 2, `subjects ${stats.subjects}`);
+      assert.ok(stats.messagesOut >= 1);
+      const sys = new Map(c.messages.map((m) => [m.topic, m.payload]));
+      assert.equal(sys.get("$SYS/broker/cluster/node"), "api");
+      assert.equal(sys.get("$SYS/broker/cluster/connected"), "1");
+    } finally {
+      await c?.end();
+      await broker.close();
+      await server.stop();
+    }
+  },
+});

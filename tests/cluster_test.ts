@@ -4,9 +4,16 @@
  * with the will, persistent sessions moving between nodes, kill -9 of a node.
  */
 import assert from "node:assert/strict";
-import { waitFor } from "./_util.ts";
-import { client, NATS_SERVER, received, startCluster, startNats, startNode } from "./_cluster.ts";
-import { run } from "./_util.ts";
+import { freePort, run, waitFor } from "./_util.ts";
+import {
+  client,
+  NATS_SERVER,
+  type Node,
+  received,
+  startCluster,
+  startNats,
+  startNode,
+} from "./_cluster.ts";
 
 const ignore = NATS_SERVER === undefined;
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
@@ -323,6 +330,45 @@ Deno.test({
       await a.stop();
       await b.stop();
       await Deno.remove(nats.dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster: --reuse-port lets two nodes listen on one port, joined through NATS",
+  ignore: ignore || Deno.build.os !== "linux",
+  async fn() {
+    const nats = await startNats();
+    const port = freePort();
+    const flags = ["--reuse-port", "--port", String(port)];
+    const permissions = ["--allow-net", "--unstable-net"];
+    const nodes: Node[] = [];
+    const clients = [];
+    try {
+      nodes.push(await startNode(nats.url, "r1", flags, permissions));
+      nodes.push(await startNode(nats.url, "r2", flags, permissions));
+      for (const node of nodes) assert.equal(node.port, port);
+      // Whichever node the kernel picks for each client, they are one broker.
+      // Clients until the kernel has given each node some (bounded: 2^-40 to fail by chance).
+      const subs = [];
+      const has = (i: number) => (node: Node) =>
+        node.process.stderr().includes(`client "rp${i}" connected`);
+      const served = [false, false];
+      for (let i = 0; i < 40 && !(served[0] && served[1]); i++) {
+        const c = await client(port, { clientId: `rp${i}` });
+        clients.push(c);
+        await c.mqtt.subscribeAsync("rp/#", { qos: 1 });
+        subs.push(c);
+        await waitFor(() => nodes.some(has(i)), 5_000, `rp${i} logged by a node`);
+        nodes.forEach((node, k) => served[k] ||= has(i)(node));
+      }
+      assert.deepEqual(served, [true, true], "both nodes accepted clients on the shared port");
+      await publish(subs[0], "rp/x", "hello", 1);
+      for (const c of subs) await received(c, 1);
+    } finally {
+      for (const c of clients) await c.end().catch(() => {});
+      for (const node of nodes) await node.stop();
+      await nats.stop();
     }
   },
 });
