@@ -185,7 +185,7 @@ async function startBroker(
     await broker.ready;
   } catch (error) {
     // NATS unreachable is not a usage error: one line naming the URL, exit 1.
-    if (config.cluster !== undefined && /NATS/.test(errorText(error))) {
+    if (config.cluster !== undefined && (/NATS/.test(errorText(error)) || !config.dataDir)) {
       throw new Error(`--cluster: ${errorText(error)}`);
     }
     throw new UsageError(`--data-dir ${config.dataDir}: ${errorText(error)}`);

@@ -29,6 +29,7 @@ export {
 } from "./src/broker.ts";
 export { DEFAULT_LIMITS, LIMIT_RANGES, type Limits } from "./src/options.ts";
 export type { BrokerStats, DropCounters } from "./src/stats.ts";
+export type { ClusterOptions, ClusterStats } from "./src/cluster/link.ts";
 export type {
   BrokerEventMap,
   ClientErrorEventDetail,

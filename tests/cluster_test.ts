@@ -307,6 +307,9 @@ Deno.test({
       await local.mqtt.subscribeAsync("n/#", { qos: 1 });
       const pa = await client(a.port, { clientId: "pa" });
       clients.push(pa);
+      const remote = await client(b.port, { clientId: "remote", clean: false });
+      clients.push(remote);
+      await remote.mqtt.subscribeAsync("n/#", { qos: 1 });
       await nats.stop(true);
       await a.process.waitForOutput("stderr", /lost NATS/, 10_000);
       // QoS 0 stays local and is delivered at once.
@@ -322,6 +325,9 @@ Deno.test({
         await a.process.waitForOutput("stderr", /reconnected to NATS/, 20_000);
         await ack;
         assert.equal(acked, true);
+        // Node b catches up: the message JetStream took after the outage reaches it.
+        await received(remote, 1, (m) => m.payload === "local1", 20_000);
+        assert.equal(local.messages.length, 2);
       } finally {
         await again.stop();
       }

@@ -504,7 +504,12 @@ class NatsCluster implements ClusterLink {
     const prefix0 = `${this.#p}.0`;
     entry.sub = this.#nc.subscribe(prefix0 + tail, {
       callback: (error, msg) => {
-        if (error === null) this.#fromCore(prefix0, msg);
+        if (error !== null) return;
+        try {
+          this.#fromCore(prefix0, msg);
+        } catch (error) {
+          this.#host.log.error(`cluster: message on ${msg.subject}: ${errorText(error)}`);
+        }
       },
     });
     const name = entry.consumer;
@@ -530,7 +535,14 @@ class NatsCluster implements ClusterLink {
     entry.messages = messages;
     const prefix1 = `${this.#p}.1`;
     (async () => {
-      for await (const m of messages) this.#fromStream(prefix1, m);
+      for await (const m of messages) {
+        try {
+          this.#fromStream(prefix1, m);
+        } catch (error) {
+          this.#host.log.error(`cluster: message on ${m.subject}: ${errorText(error)}`);
+          m.term();
+        }
+      }
     })().catch((error) => {
       if (!this.#closed) this.#host.log.error(`cluster: consumer ${name}: ${errorText(error)}`);
     });
