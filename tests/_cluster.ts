@@ -38,21 +38,25 @@ export interface Nats {
  * given port and store, to restart one).
  */
 export async function startNats(
-  options: { port?: number; dir?: string; extra?: string[] } = {},
+  options: { port?: number; dir?: string; extra?: string[]; config?: string } = {},
 ): Promise<Nats> {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "denomq-nats-" });
   const port = options.port ?? freePort();
   const extra = options.extra ?? [];
-  const process = spawn(NATS_SERVER!, [
-    "-js",
-    "-a",
-    "127.0.0.1",
-    "-p",
-    String(port),
-    "-sd",
-    dir,
-    ...extra,
-  ], { deadlineMs: 120_000 });
+  const process = spawn(
+    NATS_SERVER!,
+    options.config !== undefined ? ["-c", options.config] : [
+      "-js",
+      "-a",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-sd",
+      dir,
+      ...extra,
+    ],
+    { deadlineMs: 180_000 },
+  );
   await process.waitForOutput("stderr", "Server is ready", 10_000);
   return {
     port,
@@ -197,6 +201,43 @@ export async function startCluster(names: string[], extra: string[] = []): Promi
       for (const c of clients) await c.end().catch(() => {});
       for (const node of nodes) await node.stop().catch(() => {});
       await nats.stop();
+    },
+  };
+}
+
+/** Three nats-servers with JetStream, clustered over routes; `urls` joins them with commas. */
+export async function startNatsCluster(): Promise<{
+  servers: Nats[];
+  urls: string;
+  [Symbol.asyncDispose](): Promise<void>;
+}> {
+  const ports = [freePort(), freePort(), freePort()];
+  const routes = [freePort(), freePort(), freePort()];
+  const servers: Nats[] = [];
+  const starting = ports.map(async (port, i) => {
+    const dir = await Deno.makeTempDir({ prefix: "denomq-nats-" });
+    const conf = `${dir}/nats.conf`;
+    await Deno.writeTextFile(
+      conf,
+      `server_name: n${i}\nlisten: 127.0.0.1:${port}\njetstream { store_dir: "${dir}/js" }\n` +
+        `cluster {\n  name: denomq\n  listen: 127.0.0.1:${routes[i]}\n  routes: [${
+          routes.filter((_, j) => j !== i).map((r) => `nats-route://127.0.0.1:${r}`).join(", ")
+        }]\n}\n`,
+    );
+    return await startNats({ port, dir, config: conf });
+  });
+  for (const s of await Promise.allSettled(starting)) {
+    if (s.status === "fulfilled") servers.push(s.value);
+  }
+  if (servers.length < 3) {
+    for (const s of servers) await s.stop();
+    throw new Error("a nats-server of the cluster did not start");
+  }
+  return {
+    servers,
+    urls: servers.map((s) => s.url).join(","),
+    async [Symbol.asyncDispose]() {
+      for (const s of servers) await s.stop();
     },
   };
 }

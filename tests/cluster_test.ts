@@ -12,6 +12,7 @@ import {
   received,
   startCluster,
   startNats,
+  startNatsCluster,
   startNode,
 } from "./_cluster.ts";
 
@@ -375,6 +376,93 @@ Deno.test({
       for (const c of clients) await c.end().catch(() => {});
       for (const node of nodes) await node.stop();
       await nats.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster: NATS user/password and token; a wrong password is one line, exit 1",
+  ignore,
+  async fn() {
+    const secured = await startNats({ extra: ["--user", "mq", "--pass", "s3cret"] });
+    try {
+      const ok = await startNode(secured.url, "auth", [
+        "--cluster-user",
+        "mq",
+        "--cluster-password",
+        "s3cret",
+      ]);
+      await ok.stop();
+      const bad = await run(Deno.execPath(), [
+        "run",
+        "--allow-net",
+        CLI,
+        "--port",
+        "0",
+        "--cluster",
+        secured.url,
+        "--node-name",
+        "auth",
+        "--cluster-user",
+        "mq",
+        "--cluster-password",
+        "wrong",
+      ], { deadlineMs: 30_000 });
+      assert.equal(bad.code, 1, bad.stderr);
+      assert.equal(bad.stderr.trim().split("\n").length, 1, bad.stderr);
+      assert.match(bad.stderr, new RegExp(`^error: .*${secured.url}.*(auth|Authorization)`, "i"));
+    } finally {
+      await secured.stop();
+    }
+    const token = await startNats({ extra: ["--auth", "t0ken"] });
+    try {
+      const node = await startNode(token.url, "tok", ["--cluster-token", "t0ken"]);
+      await node.stop();
+    } finally {
+      await token.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: a NATS server of a 3-server NATS cluster dies: nodes fail over, nothing acked lost",
+  ignore,
+  async fn() {
+    await using natsCluster = await startNatsCluster();
+    const flags = ["--cluster-replicas", "3"];
+    const a = await startNode(natsCluster.urls, "a", flags);
+    const b = await startNode(natsCluster.urls, "b", flags);
+    const clients = [];
+    try {
+      const sub = await client(b.port, { clientId: "fsub", clean: false });
+      clients.push(sub);
+      await sub.mqtt.subscribeAsync("f/#", { qos: 1 });
+      const pub = await client(a.port, { clientId: "fpub" });
+      clients.push(pub);
+      const N = 50;
+      const batch = async (from: number) => {
+        const acks = [];
+        for (let i = from; i < from + N; i++) acks.push(publish(pub, "f/x", String(i), 1));
+        await Promise.all(acks);
+      };
+      await batch(0);
+      // Kill the NATS server node a publishes through.
+      const server = a.process.stderr().match(/joined through NATS 127\.0\.0\.1:(\d+)/)![1];
+      const victim = natsCluster.servers.find((s) => s.port === Number(server))!;
+      await victim.process.kill("SIGKILL");
+      await victim.process.finished;
+      await a.process.waitForOutput("stderr", /reconnected to NATS/, 20_000);
+      await batch(N);
+      await received(sub, 2 * N, () => true, 30_000);
+      assert.deepEqual(
+        [...new Set(sub.messages.map((m) => Number(m.payload)))].sort((x, y) => x - y),
+        Array.from({ length: 2 * N }, (_, i) => i),
+      );
+    } finally {
+      for (const c of clients) await c.end().catch(() => {});
+      await a.stop();
+      await b.stop();
     }
   },
 });

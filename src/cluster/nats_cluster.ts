@@ -148,6 +148,7 @@ class NatsCluster implements ClusterLink {
   readonly #retainedStream: string;
   #nc!: nats.NatsConnection;
   #connectOptions: nats.NodeConnectionOptions = {};
+  #takeovers: nats.Subscription | undefined;
   #js!: jsapi.JetStreamClient;
   #jsm!: jsapi.JetStreamManager;
   #kv!: KV;
@@ -194,7 +195,13 @@ class NatsCluster implements ClusterLink {
     if (o.password !== undefined) connectOptions.pass = o.password;
     if (o.token !== undefined) connectOptions.token = o.token;
     if (o.credsFile !== undefined) {
-      connectOptions.authenticator = nats.credsAuthenticator(await Deno.readFile(o.credsFile));
+      let creds: Uint8Array;
+      try {
+        creds = await Deno.readFile(o.credsFile);
+      } catch (error) {
+        throw new Error(`cannot read the NATS credentials ${o.credsFile}: ${errorText(error)}`);
+      }
+      connectOptions.authenticator = nats.credsAuthenticator(creds);
     }
     if (o.tlsCaFile !== undefined) connectOptions.tls = { caFile: o.tlsCaFile };
     try {
@@ -204,44 +211,61 @@ class NatsCluster implements ClusterLink {
     }
     this.#connected = true;
     this.#watchStatus();
-    try {
-      this.#jsm = await jsapi.jetstreamManager(this.#nc);
-      this.#js = jsapi.jetstream(this.#nc);
-      const replicas = o.replicas ?? 1;
-      await this.#ensureStream({
-        name: this.#msgStream,
-        subjects: [`${this.#p}.1.>`],
-        // Kept for an hour (not only until the interested consumers acked): a session whose
-        // node died while it was offline is rebuilt elsewhere from what came since.
-        retention: jsapi.RetentionPolicy.Limits,
-        storage: jsapi.StorageType.File,
-        num_replicas: replicas,
-        max_age: HOUR_NS,
-        duplicate_window: 120 * 1e9,
-      });
-      await this.#ensureStream({
-        name: this.#retainedStream,
-        subjects: [`${this.#p}.r.>`],
-        retention: jsapi.RetentionPolicy.Limits,
-        storage: jsapi.StorageType.File,
-        num_replicas: replicas,
-        max_msgs_per_subject: 1,
-      });
-      this.#kv = await new Kvm(this.#nc).create(`${this.#p}_sessions`, { replicas, history: 1 });
-      this.#nc.subscribe(`${this.#p}.t.${this.#node}`, {
-        callback: (error, msg) => {
-          if (error === null) this.#answerTakeover(msg);
-        },
-      });
-      await this.#followRetained();
-      await this.#nc.flush();
-    } catch (error) {
-      await this.#nc.close().catch(() => {});
-      throw new Error(`NATS at ${where}: JetStream: ${errorText(error)}`);
+    // A NATS cluster that has just started may still be electing its JetStream leader.
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        await this.#setUp();
+        break;
+      } catch (error) {
+        const retry = /temporarily unavailable|no responders|timeout|TIMEOUT|503/i.test(
+          errorText(error),
+        );
+        if (retry && Date.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 250));
+          continue;
+        }
+        await this.#nc.close().catch(() => {});
+        throw new Error(`NATS at ${where}: JetStream: ${errorText(error)}`);
+      }
     }
     this.#host.log.info(
       `cluster: node ${this.#node} joined through NATS ${this.#nc.getServer()}`,
     );
+  }
+
+  async #setUp(): Promise<void> {
+    const o = this.#options;
+    this.#jsm = await jsapi.jetstreamManager(this.#nc);
+    this.#js = jsapi.jetstream(this.#nc);
+    const replicas = o.replicas ?? 1;
+    await this.#ensureStream({
+      name: this.#msgStream,
+      subjects: [`${this.#p}.1.>`],
+      // Kept for an hour (not only until the interested consumers acked): a session whose
+      // node died while it was offline is rebuilt elsewhere from what came since.
+      retention: jsapi.RetentionPolicy.Limits,
+      storage: jsapi.StorageType.File,
+      num_replicas: replicas,
+      max_age: HOUR_NS,
+      duplicate_window: 120 * 1e9,
+    });
+    await this.#ensureStream({
+      name: this.#retainedStream,
+      subjects: [`${this.#p}.r.>`],
+      retention: jsapi.RetentionPolicy.Limits,
+      storage: jsapi.StorageType.File,
+      num_replicas: replicas,
+      max_msgs_per_subject: 1,
+    });
+    this.#kv = await new Kvm(this.#nc).create(`${this.#p}_sessions`, { replicas, history: 1 });
+    this.#takeovers ??= this.#nc.subscribe(`${this.#p}.t.${this.#node}`, {
+      callback: (error, msg) => {
+        if (error === null) this.#answerTakeover(msg);
+      },
+    });
+    await this.#followRetained();
+    await this.#nc.flush();
   }
 
   async #ensureStream(config: Partial<jsapi.StreamConfig> & { name: string }): Promise<void> {
@@ -280,6 +304,7 @@ class NatsCluster implements ClusterLink {
 
   // The retained stream, newest per subject, read to its end now and then followed.
   async #followRetained(): Promise<void> {
+    this.#retainedFollower?.stop();
     const info = await this.#jsm.streams.info(this.#retainedStream);
     const last = info.state.last_seq;
     const consumer = await this.#js.consumers.get(this.#retainedStream, {
