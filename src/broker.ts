@@ -387,7 +387,7 @@ export class Broker extends EventTarget {
     for (const session of this.#sessions.values()) {
       for (const filter of session.subscriptions.keys()) link.filterAdded(filter);
     }
-    await link.settled();
+    await link.restored();
   }
 
   // The $SYS topics mosquitto users look for; retained so a new subscriber sees them at once.

@@ -466,3 +466,27 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "cluster: a node restarted after kill -9 does not hand its old backlog to new subscribers",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b"]);
+    const [a, b] = cluster.nodes;
+    const first = await client(a.port, { clientId: "old" });
+    await first.mqtt.subscribeAsync("back/#", { qos: 1 });
+    await a.stop("SIGKILL");
+    await first.end().catch(() => {});
+    const pub = await cluster.connect(b, { clientId: "bpub" });
+    await publish(pub, "back/x", "stale", 1);
+    const again = await startNode(cluster.nats.url, "a");
+    cluster.nodes[0] = again;
+    const fresh = await cluster.connect(again, { clientId: "new" });
+    await fresh.mqtt.subscribeAsync("back/#", { qos: 1 });
+    await publish(pub, "back/x", "fresh", 1);
+    await received(fresh, 1);
+    await publish(pub, "back/end", "end", 1);
+    await received(fresh, 2);
+    assert.deepEqual(fresh.messages.map((m) => m.payload), ["fresh", "end"]);
+  },
+});

@@ -85,6 +85,11 @@ export interface ClusterLink {
    * stored by JetStream); PUBACK, PUBREC and SUBACK wait for it.
    */
   settled(): Promise<void>;
+  /**
+   * The sessions restored from the node's own store have subscribed: what a previous run of
+   * this node left in NATS for other filters is dropped.
+   */
+  restored(): Promise<void>;
   /** A local session subscribed to `filter` (each new (session, filter) pair once). */
   filterAdded(filter: string): void;
   /** A local session's subscription to `filter` went. */

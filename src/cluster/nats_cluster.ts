@@ -68,12 +68,32 @@ function encodeEnvelope(origin: Uint8Array, seq: number, message: Message): Uint
   return out;
 }
 
+// Origins are ASCII (node name, "/", hex): cheaper than a TextDecoder per message.
+function ascii(data: Uint8Array, from: number, to: number): string {
+  let s = "";
+  for (let i = from; i < to; i++) s += String.fromCharCode(data[i]);
+  return s;
+}
+
+// Topics repeat: the mapping of the last ones is kept (cleared when full).
+class MappingCache {
+  #map = new Map<string, string>();
+  get(key: string, make: (key: string) => string): string {
+    let value = this.#map.get(key);
+    if (value === undefined) {
+      if (this.#map.size >= 4096) this.#map.clear();
+      this.#map.set(key, value = make(key));
+    }
+    return value;
+  }
+}
+
 function decodeEnvelope(data: Uint8Array): Envelope {
   const n = data[1];
   return {
     qos: (data[0] & 3) as QoS,
     retain: (data[0] & 4) !== 0,
-    origin: text.decode(data.subarray(2, 2 + n)),
+    origin: ascii(data, 2, 2 + n),
     seq: new DataView(data.buffer, data.byteOffset).getFloat64(2 + n),
     payload: data.subarray(2 + n + 8),
   };
@@ -169,6 +189,8 @@ class NatsCluster implements ClusterLink {
   #tail: Promise<void> = Promise.resolve();
   #batch: Promise<unknown>[] | undefined;
   #warned = false;
+  #subjects = new MappingCache();
+  #topics = new MappingCache();
 
   constructor(options: ClusterOptions, host: ClusterHost) {
     this.#options = options;
@@ -378,7 +400,7 @@ class NatsCluster implements ClusterLink {
 
   forward(message: Message, retainedChanged: boolean): void {
     if (this.#closed || isBrokerSys(message.topic)) return;
-    const tail = topicToSubject("", message.topic);
+    const tail = this.#subjects.get(message.topic, (topic) => topicToSubject("", topic));
     if (tail.length > MAX_SUBJECT) {
       this.#counters.tooLong++;
       return;
@@ -398,6 +420,28 @@ class NatsCluster implements ClusterLink {
 
   settled(): Promise<void> {
     return this.#tail;
+  }
+
+  async restored(): Promise<void> {
+    await this.#tail;
+    // Consumers a previous run of this node left for filters no restored session has: their
+    // backlog belongs to sessions that are gone, not to whoever subscribes next.
+    const mine = new Set([...this.#interest.values()].map((e) => e.consumer));
+    const stale: string[] = [];
+    try {
+      for await (const info of this.#jsm.consumers.list(this.#msgStream)) {
+        const name = info.name;
+        if (name.startsWith(this.#node + "_") && !mine.has(name)) stale.push(name);
+      }
+    } catch (error) {
+      this.#host.log.warn(`cluster: cannot list the consumers: ${errorText(error)}`);
+    }
+    for (const name of stale) {
+      await this.#jsm.consumers.delete(this.#msgStream, name).catch(() => {});
+    }
+    if (stale.length > 0) {
+      this.#host.log.info(`cluster: removed ${stale.length} consumers of a previous run`);
+    }
   }
 
   filterAdded(filter: string): void {
@@ -601,7 +645,7 @@ class NatsCluster implements ClusterLink {
   #deliver(prefix: string, subject: string, env: Envelope): void {
     let topic: string;
     try {
-      topic = subjectToTopic(prefix, subject);
+      topic = this.#topics.get(subject, (s) => subjectToTopic(prefix, s));
     } catch {
       return;
     }
