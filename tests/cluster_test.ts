@@ -4,7 +4,7 @@
  * with the will, persistent sessions moving between nodes, kill -9 of a node.
  */
 import assert from "node:assert/strict";
-import { freePort, run, waitFor } from "./_util.ts";
+import { freePort, raw, rawPacket, RawSocket, run, waitFor } from "./_util.ts";
 import {
   client,
   NATS_SERVER,
@@ -488,5 +488,72 @@ Deno.test({
     await publish(pub, "back/end", "end", 1);
     await received(fresh, 2);
     assert.deepEqual(fresh.messages.map((m) => m.payload), ["fresh", "end"]);
+  },
+});
+
+Deno.test({
+  name: "cluster: a node with --data-dir killed and restarted gets what its sessions missed",
+  ignore,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "denomq-cluster-data-" });
+    const permissions = ["--allow-net", `--allow-read=${dir}`, `--allow-write=${dir}`];
+    await using cluster = await startCluster(["b"]);
+    try {
+      const a = await startNode(cluster.nats.url, "a", ["--data-dir", dir], permissions);
+      cluster.nodes.push(a);
+      const s1 = await client(a.port, { clientId: "keeper", clean: false });
+      await s1.mqtt.subscribeAsync("keep/#", { qos: 1 });
+      await s1.end();
+      await a.stop("SIGKILL");
+      const pub = await cluster.connect(cluster.nodes[0], { clientId: "kp" });
+      for (let i = 0; i < 5; i++) await publish(pub, "keep/x", `m${i}`, 1);
+      const again = await startNode(cluster.nats.url, "a", ["--data-dir", dir], permissions);
+      cluster.nodes[1] = again;
+      const s2 = await cluster.connect(again, { clientId: "keeper", clean: false });
+      assert.equal(s2.sessionPresent, true);
+      await received(s2, 5);
+      assert.deepEqual(s2.messages.map((m) => m.payload), ["m0", "m1", "m2", "m3", "m4"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: an inbound QoS 2 awaiting PUBREL moves with the session: resent on another node, routed once [MQTT-4.3.3-2]",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b"]);
+    const [a, b] = cluster.nodes;
+    const sub = await cluster.connect(a, { clientId: "q2sub" });
+    await sub.mqtt.subscribeAsync("q2/#", { qos: 2 });
+    const p1 = await RawSocket.open(a.port);
+    try {
+      assert.deepEqual(await p1.connect({ clientId: "q2pub", cleanSession: false }), [false, 0]);
+      await p1.send(raw.publish("q2/x", "once", { qos: 2, packetId: 7 }));
+      const pubrec = await p1.next();
+      assert.equal(pubrec.type, 5, "PUBREC");
+    } finally {
+      p1.close();
+    }
+    await received(sub, 1);
+    // The publisher comes back on node b and resends the PUBLISH (DUP), then releases it.
+    const p2 = await RawSocket.open(b.port);
+    try {
+      assert.deepEqual(await p2.connect({ clientId: "q2pub", cleanSession: false }), [true, 0]);
+      const dup = raw.publish("q2/x", "once", { qos: 2, packetId: 7 });
+      dup[0] |= 0x08;
+      await p2.send(dup);
+      assert.equal((await p2.next()).type, 5, "PUBREC again");
+      await p2.send(rawPacket(0x62, [0, 7]));
+      assert.equal((await p2.next()).type, 7, "PUBCOMP");
+      await p2.send(raw.publish("q2/end", "end", { qos: 1, packetId: 8 }));
+      assert.equal((await p2.next()).type, 4, "PUBACK");
+    } finally {
+      p2.close();
+    }
+    await received(sub, 2);
+    assert.deepEqual(sub.messages.map((m) => m.payload), ["once", "end"]);
   },
 });

@@ -12,7 +12,7 @@ import { Session, type SessionContext } from "../session/session.ts";
 import type { SessionState } from "./link.ts";
 
 /** Subscriptions, outbound messages (in flight first, then queued) and inbound QoS 2 ids. */
-export function exportSession(session: Session, inboundQos2: number[] = []): SessionState {
+export function exportSession(session: Session): SessionState {
   const subscriptions = [...session.subscriptions].map(([topicFilter, qos]) => ({
     topicFilter,
     qos,
@@ -29,7 +29,7 @@ export function exportSession(session: Session, inboundQos2: number[] = []): Ses
       state: entry.state,
     });
   }
-  return { subscriptions, messages, inboundQos2 };
+  return { subscriptions, messages, inboundQos2: [...session.inboundQos2Ids] };
 }
 
 /** Where an adopted session goes. */
