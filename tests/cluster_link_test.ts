@@ -179,3 +179,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "interest-based routing: a node without a matching subscription receives nothing",
+  ignore,
+  async fn() {
+    const server = await startNats();
+    const { Broker } = await import("../mod.ts");
+    const { client } = await import("./_cluster.ts");
+    const brokers = ["x", "y", "z"].map((nodeName) =>
+      new Broker({ logLevel: "warn", cluster: { servers: [server.url], nodeName } })
+    );
+    const clients: Awaited<ReturnType<typeof client>>[] = [];
+    try {
+      const ports = [];
+      for (const b of brokers) {
+        ports.push((await b.listen({ hostname: "127.0.0.1", port: 0 })).port);
+      }
+      const sub = await client(ports[1], { clientId: "ysub" });
+      clients.push(sub);
+      await sub.mqtt.subscribeAsync("only/y/#", { qos: 1 });
+      const zsub = await client(ports[2], { clientId: "zsub" });
+      clients.push(zsub);
+      await zsub.mqtt.subscribeAsync("elsewhere/#", { qos: 1 });
+      const pub = await client(ports[0], { clientId: "xpub" });
+      clients.push(pub);
+      for (let i = 0; i < 20; i++) {
+        await pub.mqtt.publishAsync("only/y/t", String(i), { qos: (i % 2) as 0 | 1 });
+      }
+      // A marker on each path (core and JetStream) for z: once both are in, so is anything z
+      // would have got before them.
+      await pub.mqtt.publishAsync("elsewhere/end", "0", { qos: 0 });
+      await pub.mqtt.publishAsync("elsewhere/end", "1", { qos: 1 });
+      await waitFor(() => sub.messages.length === 20, 10_000, "20 messages on y");
+      await waitFor(() => zsub.messages.length === 2, 10_000, "the markers on z");
+      assert.equal(brokers[1].stats().cluster!.messagesIn, 20);
+      assert.equal(brokers[2].stats().cluster!.messagesIn, 2, "z got only what it subscribed to");
+      assert.equal(brokers[0].stats().cluster!.messagesOut, 22);
+    } finally {
+      for (const c of clients) await c.end();
+      for (const b of brokers) await b.close();
+      await server.stop();
+    }
+  },
+});

@@ -557,3 +557,37 @@ Deno.test({
     assert.deepEqual(sub.messages.map((m) => m.payload), ["once", "end"]);
   },
 });
+
+Deno.test({
+  name: "cluster: ACLs apply as on one node: refused publishes stay on their node",
+  ignore,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "denomq-cluster-acl-" });
+    const acl = `${dir}/acl`;
+    await Deno.writeTextFile(acl, "topic readwrite open/#\ntopic read ro/#\n");
+    const flags = ["--acl-file", acl];
+    const permissions = ["--allow-net", `--allow-read=${acl}`];
+    await using cluster = await startCluster([]);
+    try {
+      const a = await startNode(cluster.nats.url, "a", flags, permissions);
+      cluster.nodes.push(a);
+      const b = await startNode(cluster.nats.url, "b", flags, permissions);
+      cluster.nodes.push(b);
+      const sub = await cluster.connect(b, { clientId: "aclsub" });
+      const granted = await sub.mqtt.subscribeAsync(["open/#", "ro/#"], { qos: 1 });
+      assert.deepEqual(granted.map((g) => g.qos), [1, 1]);
+      // mqtt.js rejects a SUBACK 0x80.
+      await assert.rejects(sub.mqtt.subscribeAsync("closed/#", { qos: 1 }));
+      const pub = await cluster.connect(a, { clientId: "aclpub" });
+      await publish(pub, "ro/x", "refused: read only", 1);
+      await publish(pub, "closed/x", "refused: no rule", 1);
+      await publish(pub, "open/x", "allowed", 1);
+      await received(sub, 1);
+      await publish(pub, "open/end", "end", 1);
+      await received(sub, 2);
+      assert.deepEqual(sub.messages.map((m) => m.payload), ["allowed", "end"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
