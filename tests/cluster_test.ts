@@ -591,3 +591,30 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "cluster: session expiry holds cluster-wide, also for a session whose node died",
+  ignore,
+  async fn() {
+    const flags = ["--session-expiry-ms", "1000", "--log-level", "debug"];
+    await using cluster = await startCluster(["a", "b", "c"], flags);
+    const [a, b, c] = cluster.nodes;
+    // Expired by the node that holds it: gone for the others too.
+    const s1 = await client(a.port, { clientId: "short", clean: false });
+    await s1.mqtt.subscribeAsync("exp/#", { qos: 1 });
+    await s1.end();
+    await a.process.waitForOutput("stderr", `session "short" expired`, 10_000);
+    const back = await cluster.connect(b, { clientId: "short", clean: false });
+    assert.equal(back.sessionPresent, false);
+    // A session left offline on a node that then died: its record expires all the same.
+    const s2 = await client(c.port, { clientId: "orphan", clean: false });
+    await s2.mqtt.subscribeAsync("exp/#", { qos: 1 });
+    await s2.end();
+    await c.stop("SIGKILL");
+    // No fixed sleep: the broker's own clock is what counts; wait past the expiry, then check.
+    const due = Date.now() + 1_500;
+    await waitFor(() => Date.now() > due, 5_000, "the expiry");
+    const late = await cluster.connect(a, { clientId: "orphan", clean: false });
+    assert.equal(late.sessionPresent, false);
+  },
+});
