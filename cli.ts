@@ -5,7 +5,9 @@
  * ACL, certificate or PSK file needs `--allow-read` of that file; the PSK sidecar needs
  * `--allow-run` of the stunnel binary and nothing else (its configuration goes to stunnel's stdin
  * and stunnel reads the PSK file itself); `--data-dir` needs `--allow-read` and `--allow-write`
- * of that folder; `passwd FILE USER` needs `--allow-read=FILE --allow-write=FILE`.
+ * of that folder; `passwd FILE USER` needs `--allow-read=FILE --allow-write=FILE`; `--cluster`
+ * needs `--allow-net` of the NATS servers and `--allow-read` of a `--cluster-creds` or
+ * `--cluster-tls-ca` file; `--reuse-port` needs `--unstable-net`.
  *
  * @module
  */
