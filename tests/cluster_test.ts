@@ -15,6 +15,7 @@ import {
   startNatsCluster,
   startNode,
 } from "./_cluster.ts";
+import { HAVE, makeCertificates, scratchDir } from "./_security.ts";
 
 const ignore = NATS_SERVER === undefined;
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
@@ -616,5 +617,47 @@ Deno.test({
     await waitFor(() => Date.now() > due, 5_000, "the expiry");
     const late = await cluster.connect(a, { clientId: "orphan", clean: false });
     assert.equal(late.sessionPresent, false);
+  },
+});
+
+Deno.test({
+  name: "cluster: --cluster-tls-ca connects to a NATS server over TLS; without it the node refuses",
+  ignore: ignore || !HAVE.openssl,
+  async fn() {
+    await using dir = await scratchDir("denomq-cluster-tls-");
+    await makeCertificates(dir.path);
+    const tls = await startNats({
+      extra: ["--tls", "--tlscert", `${dir.path}/cert.pem`, "--tlskey", `${dir.path}/key.pem`],
+    });
+    try {
+      const ca = `${dir.path}/ca.pem`;
+      const node = await startNode(tls.url, "secure", ["--cluster-tls-ca", ca], [
+        "--allow-net",
+        `--allow-read=${ca}`,
+      ]);
+      const c = await client(node.port, { clientId: "overtls" });
+      await c.mqtt.subscribeAsync("tls/#", { qos: 1 });
+      await c.mqtt.publishAsync("tls/x", "ok", { qos: 1 });
+      await received(c, 1);
+      await c.end();
+      await node.stop();
+      // Without the CA the server's certificate is not trusted: one line, exit 1.
+      const refused = await run(Deno.execPath(), [
+        "run",
+        "--allow-net",
+        CLI,
+        "--port",
+        "0",
+        "--cluster",
+        tls.url,
+        "--node-name",
+        "insecure",
+      ], { deadlineMs: 30_000 });
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.equal(refused.stderr.trim().split("\n").length, 1, refused.stderr);
+      assert.match(refused.stderr, new RegExp(`^error: .*${tls.url}`));
+    } finally {
+      await tls.stop();
+    }
   },
 });
