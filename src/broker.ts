@@ -23,7 +23,7 @@ import { Message } from "./message.ts";
 import { type Limits, resolveLimits } from "./options.ts";
 import { RetainedStore } from "./retained_store.ts";
 import { Router } from "./router.ts";
-import type { Session, SessionContext } from "./session/session.ts";
+import type { Outgoing, Session, SessionContext } from "./session/session.ts";
 import { type BrokerStats, Counters } from "./stats.ts";
 import { validateTopicName } from "./topic/topic.ts";
 import { DurableState, restoreState } from "./durable_state.ts";
@@ -37,7 +37,7 @@ import {
   validateClusterOptions,
 } from "./cluster/link.ts";
 import { clusterMirror } from "./cluster/mirror.ts";
-import { adoptSession, exportSession } from "./cluster/session_state.ts";
+import { addMessages, adoptSession, exportSession } from "./cluster/session_state.ts";
 import type { ClusterSeam } from "./context.ts";
 
 /** Options of `new Broker()`. */
@@ -221,6 +221,11 @@ export class Broker extends EventTarget {
   #cluster: ClusterLink | undefined;
   #seam: ClusterSeam | undefined;
   #clustered = false;
+  // Sessions handed to another node that still collect messages until it has taken them.
+  readonly #leaving = new Map<
+    string,
+    { session: Session; sent: Set<Outgoing>; timer: ReturnType<typeof setTimeout> }
+  >();
 
   /** Creates a broker; throws TypeError/RangeError naming a bad option. */
   constructor(options: BrokerOptions = {}) {
@@ -354,8 +359,17 @@ export class Broker extends EventTarget {
         const result = this.#retained.set(message);
         if (result !== "full" && result !== "none") inner?.retainedChanged(message);
       },
-      release: (clientId, handOver) => {
+      release: (clientId, handOver, phase, idOf) => {
         const session = this.#sessions.get(clientId);
+        const leaving = this.#leaving.get(clientId);
+        if (phase === 2) {
+          if (leaving === undefined || session !== leaving.session) return undefined;
+          this.#leaving.delete(clientId);
+          clearTimeout(leaving.timer);
+          const late = exportSession(session, idOf, leaving.sent);
+          this.#endSession(session);
+          return late;
+        }
         if (session === undefined) return undefined;
         const old = session.link as Connection | undefined;
         if (old !== undefined) {
@@ -363,8 +377,20 @@ export class Broker extends EventTarget {
           session.link = undefined;
           old.close("taken over by a connection on another node");
         }
-        const state = handOver && !session.clean ? exportSession(session) : undefined;
-        this.#endSession(session);
+        if (!handOver || session.clean) {
+          this.#endSession(session);
+          return undefined;
+        }
+        // It keeps collecting until the new node has its subscriptions in place (phase 2).
+        const state = exportSession(session, idOf);
+        if (leaving !== undefined) clearTimeout(leaving.timer);
+        const timer = setTimeout(() => {
+          if (this.#leaving.get(clientId)?.session !== session) return;
+          this.#leaving.delete(clientId);
+          if (this.#sessions.get(clientId) === session) this.#endSession(session);
+        }, 10_000);
+        Deno.unrefTimer(timer);
+        this.#leaving.set(clientId, { session, sent: new Set(session.outgoing()), timer });
         return state;
       },
     };
@@ -379,7 +405,19 @@ export class Broker extends EventTarget {
     };
     this.#seam = {
       claim: (clientId, clean) => link.claim(clientId, clean),
-      adopt: (clientId, client, state) => adoptSession(target, clientId, client, state),
+      adopt: (clientId, client, state) => {
+        const session = adoptSession(target, clientId, client, state);
+        link.adopted(clientId, (late) => {
+          if (this.#sessions.get(clientId) !== session) return;
+          const have = new Set<string>();
+          for (const entry of session.outgoing()) {
+            const id = link.idOf(entry.message);
+            if (id !== undefined) have.add(id);
+          }
+          addMessages(session, late.filter((m) => m.id === undefined || !have.has(m.id)));
+        });
+        return session;
+      },
     };
     this.#router.interest = (filter, change) =>
       change === 1 ? link.filterAdded(filter) : link.filterRemoved(filter);

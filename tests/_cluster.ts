@@ -241,3 +241,16 @@ export async function startNatsCluster(): Promise<{
     },
   };
 }
+
+/**
+ * A message store to share between two connections of one persistent client (as a file would
+ * be): ending the first connection does not empty it.
+ */
+export function clientStore(): mqtt.Store {
+  const store = new mqtt.Store();
+  store.close = (cb?: () => void) => {
+    cb?.();
+    return store;
+  };
+  return store;
+}

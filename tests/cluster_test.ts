@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { freePort, raw, rawPacket, RawSocket, run, waitFor } from "./_util.ts";
 import {
   client,
+  clientStore,
   NATS_SERVER,
   type Node,
   received,
@@ -659,5 +660,37 @@ Deno.test({
     } finally {
       await tls.stop();
     }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: a persistent subscriber moving between nodes under a QoS 2 stream loses nothing, gets nothing twice",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b", "c"]);
+    const [a, b, c] = cluster.nodes;
+    // The client keeps its QoS 2 state across its two connections, as a persistent client does.
+    const incomingStore = clientStore();
+    const first = await cluster.connect(a, { clientId: "mover", clean: false, incomingStore });
+    await first.mqtt.subscribeAsync("mv/#", { qos: 2 });
+    const pub = await cluster.connect(c, { clientId: "mvpub" });
+    const N = 400;
+    let sent = 0;
+    const publishing = (async () => {
+      for (; sent < N; sent++) await publish(pub, "mv/x", String(sent), 2);
+    })();
+    await waitFor(() => sent >= N / 4, 20_000, "a quarter published");
+    await first.end();
+    const second = await cluster.connect(b, { clientId: "mover", clean: false, incomingStore });
+    assert.equal(second.sessionPresent, true);
+    await publishing;
+    const got = () => [...first.messages, ...second.messages].map((m) => Number(m.payload));
+    await waitFor(() => got().length >= N, 20_000, `${N} messages (have ${got().length})`);
+    await publish(pub, "mv/end", "end", 2);
+    await received(second, 1, (m) => m.topic === "mv/end");
+    const all = got().filter((n) => !Number.isNaN(n));
+    assert.equal(all.length, N, "no duplicates");
+    assert.deepEqual([...all].sort((x, y) => x - y), Array.from({ length: N }, (_, i) => i));
   },
 });

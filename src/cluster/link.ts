@@ -62,6 +62,8 @@ export interface SessionMessage {
   packetId: number;
   /** 0 queued, 1 sent (waiting for PUBACK/PUBREC), 2 PUBREL sent. */
   state: 0 | 1 | 2;
+  /** The message's cluster-wide identity (origin and sequence), when it has one. */
+  id?: string;
 }
 
 /** What a node hands over when another node takes a client id. */
@@ -90,6 +92,13 @@ export interface ClusterLink {
    * this node left in NATS for other filters is dropped.
    */
   restored(): Promise<void>;
+  /**
+   * A session handed over by `claim` has been registered here: the link asks the old node for
+   * what reached the session there since, and hands it to `merge` before CONNACK.
+   */
+  adopted(clientId: string, merge: (late: SessionMessage[]) => void): void;
+  /** The cluster-wide identity of a message that came through or went out over the link. */
+  idOf(message: Message): string | undefined;
   /** A local session subscribed to `filter` (each new (session, filter) pair once). */
   filterAdded(filter: string): void;
   /** A local session's subscription to `filter` went. */
@@ -128,11 +137,17 @@ export interface ClusterHost {
   /** A retained update from the cluster (an empty payload clears): local store only. */
   setRetained(message: Message): void;
   /**
-   * Another node takes this client id: close its connection here (publishing its will, as a
-   * takeover does) and end the session here; return its state when `handOver` and the session is
-   * persistent.
+   * Another node takes this client id. Phase 1: close its connection here (publishing its will,
+   * as a takeover does); a persistent session asked for (`handOver`) is returned and stays here,
+   * still collecting messages, until phase 2 (or 10 s); any other session ends. Phase 2: the
+   * messages that reached the session since phase 1, and the session ends here.
    */
-  release(clientId: string, handOver: boolean): SessionState | undefined;
+  release(
+    clientId: string,
+    handOver: boolean,
+    phase: 1 | 2,
+    idOf: (message: Message) => string | undefined,
+  ): SessionState | undefined;
   /**
    * A message for the shared subscription `$share/{group}/{filter}` that the cluster gave to this
    * node: deliver it to one local member. Returns false when there is none (any more); a QoS ≥ 1

@@ -183,6 +183,9 @@ class NatsCluster implements ClusterLink {
   #closed = false;
   #releasing: string | undefined;
   #claiming = new Set<string>();
+  // Client ids handed over by a live node in phase 1, waiting for phase 2: id → that node.
+  #handing = new Map<string, string>();
+  readonly #ids = new WeakMap<Message, string>();
   #counters = { messagesOut: 0, messagesIn: 0, publishRetries: 0, tooLong: 0 };
   #retainedFollower: jsapi.ConsumerMessages | undefined;
   // Everything the acks of this turn wait for; one promise per event-loop turn.
@@ -406,6 +409,7 @@ class NatsCluster implements ClusterLink {
       return;
     }
     const seq = ++this.#seq;
+    this.#ids.set(message, `${this.#origin}:${seq}`);
     const data = encodeEnvelope(this.#originBytes, seq, message);
     this.#counters.messagesOut++;
     if (message.qos === 0) {
@@ -442,6 +446,36 @@ class NatsCluster implements ClusterLink {
     if (stale.length > 0) {
       this.#host.log.info(`cluster: removed ${stale.length} consumers of a previous run`);
     }
+  }
+
+  idOf(message: Message): string | undefined {
+    return this.#ids.get(message);
+  }
+
+  adopted(clientId: string, merge: (late: SessionMessage[]) => void): void {
+    const from = this.#handing.get(clientId);
+    if (from === undefined) return;
+    this.#handing.delete(clientId);
+    // Phase 2 once the adopted session's subscriptions are on NATS (they were added in this
+    // turn, before this call): what reached the session on the old node meanwhile comes over.
+    const interest = Promise.all(this.#batch ?? []);
+    this.#track(
+      interest.then(async () => {
+        const reply = await this.#nc.request(
+          `${this.#p}.t.${from}`,
+          JSON.stringify({ clientId, handOver: true, phase: 2 }),
+          { timeout: TAKEOVER_TIMEOUT_MS },
+        );
+        const late = decodeSessionState(reply.data);
+        if (late !== undefined) merge(late.messages);
+      }).catch((error) => {
+        this.#host.log.warn(
+          `cluster: the rest of ${JSON.stringify(clientId)}'s session did not come from ${from}: ${
+            errorText(error)
+          }`,
+        );
+      }),
+    );
   }
 
   filterAdded(filter: string): void {
@@ -650,7 +684,9 @@ class NatsCluster implements ClusterLink {
       return;
     }
     this.#counters.messagesIn++;
-    this.#host.deliver(new Message(topic, env.payload, env.qos, env.retain));
+    const message = new Message(topic, env.payload, env.qos, env.retain);
+    this.#ids.set(message, `${env.origin}:${env.seq}`);
+    this.#host.deliver(message);
   }
 
   #answerTakeover(msg: nats.Msg): void {
@@ -658,7 +694,12 @@ class NatsCluster implements ClusterLink {
     try {
       const request = JSON.parse(text.decode(msg.data));
       this.#releasing = request.clientId;
-      state = this.#host.release(String(request.clientId), request.handOver === true);
+      state = this.#host.release(
+        String(request.clientId),
+        request.handOver === true,
+        request.phase === 2 ? 2 : 1,
+        (message) => this.#ids.get(message),
+      );
     } catch (error) {
       this.#host.log.error(`cluster: takeover request: ${errorText(error)}`);
     } finally {
@@ -684,10 +725,11 @@ class NatsCluster implements ClusterLink {
         try {
           const reply = await this.#nc.request(
             `${this.#p}.t.${record.node}`,
-            JSON.stringify({ clientId, handOver: !clean }),
+            JSON.stringify({ clientId, handOver: !clean, phase: 1 }),
             { timeout: TAKEOVER_TIMEOUT_MS },
           );
           state = decodeSessionState(reply.data);
+          if (state !== undefined && !clean) this.#handing.set(clientId, record.node);
         } catch {
           // That node is gone: the record's subscriptions are what is left of the session, and
           // the stream holds what was published since it went offline.

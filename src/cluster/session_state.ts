@@ -8,18 +8,25 @@ import type { QoS } from "../codec/packet.ts";
 import type { ClientInfo } from "../hooks.ts";
 import { Message } from "../message.ts";
 import type { Router } from "../router.ts";
-import { Session, type SessionContext } from "../session/session.ts";
+import { type Outgoing, Session, type SessionContext } from "../session/session.ts";
 import type { SessionState } from "./link.ts";
 
-/** Subscriptions, outbound messages (in flight first, then queued) and inbound QoS 2 ids. */
-export function exportSession(session: Session): SessionState {
+/**
+ * Subscriptions, outbound messages (in flight first, then queued; those in `skip` left out) and
+ * inbound QoS 2 ids.
+ */
+export function exportSession(
+  session: Session,
+  idOf: (message: Message) => string | undefined = () => undefined,
+  skip?: ReadonlySet<Outgoing>,
+): SessionState {
   const subscriptions = [...session.subscriptions].map(([topicFilter, qos]) => ({
     topicFilter,
     qos,
   }));
   const messages = [];
   for (const entry of session.outgoing()) {
-    if (entry.qos === 0) continue;
+    if (entry.qos === 0 || skip?.has(entry)) continue;
     messages.push({
       topic: entry.message.topic,
       payload: entry.message.payload,
@@ -27,6 +34,7 @@ export function exportSession(session: Session): SessionState {
       retain: entry.retain,
       packetId: entry.packetId,
       state: entry.state,
+      id: idOf(entry.message),
     });
   }
   return { subscriptions, messages, inboundQos2: [...session.inboundQos2Ids] };
@@ -51,8 +59,16 @@ export function adoptSession(
   for (const { topicFilter, qos } of state.subscriptions) {
     target.router.subscribe(session, topicFilter, qos as QoS);
   }
+  addMessages(session, state.messages);
+  for (const id of state.inboundQos2) session.addInboundQos2(id);
+  return session;
+}
+
+/** Puts handed-over messages into a session, after what it holds. */
+export function addMessages(session: Session, messages: SessionState["messages"]): void {
   let seq = 0;
-  for (const m of state.messages) {
+  for (const e of session.outgoing()) if (e.seq > seq) seq = e.seq;
+  for (const m of messages) {
     session.restore({
       message: new Message(m.topic, m.payload, m.qos, false),
       qos: m.qos,
@@ -62,8 +78,6 @@ export function adoptSession(
       seq: ++seq,
     });
   }
-  for (const id of state.inboundQos2) session.addInboundQos2(id);
-  return session;
 }
 
 const utf8 = new TextEncoder();
