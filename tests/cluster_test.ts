@@ -694,3 +694,43 @@ Deno.test({
     assert.deepEqual([...all].sort((x, y) => x - y), Array.from({ length: N }, (_, i) => i));
   },
 });
+
+Deno.test({
+  name: "cluster: a session resumed on another node under load gets CONNACK first [MQTT-3.2.0-1]",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b"]);
+    const [a, b] = cluster.nodes;
+    const s1 = await RawSocket.open(a.port);
+    try {
+      await s1.connect({ clientId: "first", cleanSession: false });
+      await s1.subscribe(1, [["load/#", 1]]);
+    } finally {
+      s1.close();
+    }
+    const pub = await cluster.connect(a, { clientId: "loader" });
+    let stop = false;
+    const flood = (async () => {
+      for (let i = 0; !stop; i++) await publish(pub, "load/x", String(i), 1);
+    })();
+    try {
+      for (let round = 0; round < 5; round++) {
+        const s2 = await RawSocket.open(round % 2 === 0 ? b.port : a.port);
+        try {
+          await s2.send(raw.connect({ clientId: "first", cleanSession: false }));
+          const firstPacket = await s2.next(10_000);
+          assert.equal(
+            firstPacket.type,
+            2,
+            `round ${round}: first packet type ${firstPacket.type}`,
+          );
+        } finally {
+          s2.close();
+        }
+      }
+    } finally {
+      stop = true;
+      await flood;
+    }
+  },
+});

@@ -183,8 +183,9 @@ class NatsCluster implements ClusterLink {
   #closed = false;
   #releasing: string | undefined;
   #claiming = new Set<string>();
-  // Client ids handed over by a live node in phase 1, waiting for phase 2: id → that node.
-  #handing = new Map<string, string>();
+  // Client ids taken in `claim`, waiting for the rest once adopted: from a live node (phase 2),
+  // or, from a dead one, a second replay of the stream (what came during the first).
+  #handing = new Map<string, { node: string } | { record: SessionRecord; seen: Set<string> }>();
   readonly #ids = new WeakMap<Message, string>();
   #counters = { messagesOut: 0, messagesIn: 0, publishRetries: 0, tooLong: 0 };
   #retainedFollower: jsapi.ConsumerMessages | undefined;
@@ -453,9 +454,24 @@ class NatsCluster implements ClusterLink {
   }
 
   adopted(clientId: string, merge: (late: SessionMessage[]) => void): void {
-    const from = this.#handing.get(clientId);
-    if (from === undefined) return;
+    const pending = this.#handing.get(clientId);
+    if (pending === undefined) return;
     this.#handing.delete(clientId);
+    if ("record" in pending) {
+      // Messages published while the first replay ran: replay again once the subscriptions are
+      // live, leaving out what the first replay or the live subscriptions brought.
+      const interest = Promise.all(this.#batch ?? []);
+      this.#track(
+        interest.then(async () => {
+          const again = await this.#replay(pending.record);
+          merge(again.filter((m) => !pending.seen.has(m.id!)));
+        }).catch((error) => {
+          this.#host.log.warn(`cluster: second replay for ${JSON.stringify(clientId)}: ${error}`);
+        }),
+      );
+      return;
+    }
+    const from = pending.node;
     // Phase 2 once the adopted session's subscriptions are on NATS (they were added in this
     // turn, before this call): what reached the session on the old node meanwhile comes over.
     const interest = Promise.all(this.#batch ?? []);
@@ -729,7 +745,7 @@ class NatsCluster implements ClusterLink {
             { timeout: TAKEOVER_TIMEOUT_MS },
           );
           state = decodeSessionState(reply.data);
-          if (state !== undefined && !clean) this.#handing.set(clientId, record.node);
+          if (state !== undefined && !clean) this.#handing.set(clientId, { node: record.node });
         } catch {
           // That node is gone: the record's subscriptions are what is left of the session, and
           // the stream holds what was published since it went offline.
@@ -739,6 +755,8 @@ class NatsCluster implements ClusterLink {
               this.#host.log.warn(`cluster: replay for ${JSON.stringify(clientId)}: ${error}`);
               return [];
             });
+            const seen = new Set(state.messages.map((m) => m.id!));
+            this.#handing.set(clientId, { record, seen });
           }
           if (state !== undefined) {
             this.#host.log.info(
@@ -806,6 +824,7 @@ class NatsCluster implements ClusterLink {
                   retain: false,
                   packetId: 0,
                   state: 0,
+                  id: `${env.origin}:${env.seq}`,
                 });
               }
             }

@@ -199,6 +199,7 @@ function acceptHere(
   const connack = sessionPresent ? CONNACK_PRESENT : CONNACK_NEW;
   const durable = ctx.mirror?.durable();
   const finish = () => {
+    connection.holding = false;
     if (connection.isClosed || connection.session !== session) return;
     connection.sendPacket(connack);
     session.resume(encodeDup, pubrel);
@@ -213,6 +214,7 @@ function acceptHere(
     }
   };
   if (durable === undefined) return finish();
+  connection.holding = true;
   // Later packets of this client wait: nothing may overtake the CONNACK.
   return durable.then(finish, (error) => {
     ctx.log.error(`persistence failed: ${error}`);
