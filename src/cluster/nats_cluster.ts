@@ -56,6 +56,10 @@ interface Envelope {
   payload: Uint8Array;
 }
 
+// One scratch view for the sequence: a DataView per message is a measurable cost.
+const SCRATCH = new Uint8Array(8);
+const SCRATCH_VIEW = new DataView(SCRATCH.buffer);
+
 // flags (qos | retain << 2), origin length, origin, seq (float64), payload.
 function encodeEnvelope(origin: Uint8Array, seq: number, message: Message): Uint8Array {
   const head = 2 + origin.length + 8;
@@ -63,7 +67,8 @@ function encodeEnvelope(origin: Uint8Array, seq: number, message: Message): Uint
   out[0] = message.qos | (message.retain ? 4 : 0);
   out[1] = origin.length;
   out.set(origin, 2);
-  new DataView(out.buffer).setFloat64(2 + origin.length, seq);
+  SCRATCH_VIEW.setFloat64(0, seq);
+  out.set(SCRATCH, 2 + origin.length);
   out.set(message.payload, head);
   return out;
 }
@@ -90,11 +95,12 @@ class MappingCache {
 
 function decodeEnvelope(data: Uint8Array): Envelope {
   const n = data[1];
+  for (let i = 0; i < 8; i++) SCRATCH[i] = data[2 + n + i];
   return {
     qos: (data[0] & 3) as QoS,
     retain: (data[0] & 4) !== 0,
     origin: ascii(data, 2, 2 + n),
-    seq: new DataView(data.buffer, data.byteOffset).getFloat64(2 + n),
+    seq: SCRATCH_VIEW.getFloat64(0),
     payload: data.subarray(2 + n + 8),
   };
 }
@@ -410,7 +416,8 @@ class NatsCluster implements ClusterLink {
       return;
     }
     const seq = ++this.#seq;
-    this.#ids.set(message, `${this.#origin}:${seq}`);
+    // Identities serve the hand-over of QoS ≥ 1 messages only.
+    if (message.qos > 0) this.#ids.set(message, `${this.#origin}:${seq}`);
     const data = encodeEnvelope(this.#originBytes, seq, message);
     this.#counters.messagesOut++;
     if (message.qos === 0) {
@@ -701,7 +708,7 @@ class NatsCluster implements ClusterLink {
     }
     this.#counters.messagesIn++;
     const message = new Message(topic, env.payload, env.qos, env.retain);
-    this.#ids.set(message, `${env.origin}:${env.seq}`);
+    if (env.qos > 0) this.#ids.set(message, `${env.origin}:${env.seq}`);
     this.#host.deliver(message);
   }
 
