@@ -734,3 +734,50 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "cluster: the retained limit holds cluster-wide (--max-retained)",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b"], ["--max-retained", "2"]);
+    const [a, b] = cluster.nodes;
+    const pa = await cluster.connect(a, { clientId: "rla" });
+    await publish(pa, "rl/1", "one", 1, true);
+    await publish(pa, "rl/2", "two", 1, true);
+    // Once b holds both, a third retained topic published on b finds the store full.
+    const watch = await cluster.connect(b, { clientId: "rlw" });
+    await waitFor(
+      async () => {
+        const probe = await client(b.port, { clientId: "rlprobe" });
+        await probe.mqtt.subscribeAsync("rl/#", { qos: 1 });
+        const ok = await waitFor(() => probe.messages.length >= 2, 500).then(
+          () => true,
+          () => false,
+        );
+        await probe.end();
+        return ok;
+      },
+      10_000,
+      "both retained messages on b",
+    );
+    await publish(watch, "rl/3", "three", 1, true);
+    await publish(watch, "rl/1", "one again", 1, true); // replacing stays possible
+    for (const node of [a, b]) {
+      await waitFor(
+        async () => {
+          const probe = await client(node.port, { clientId: `rl-${node.name}` });
+          await probe.mqtt.subscribeAsync("rl/#", { qos: 1 });
+          const ok = await waitFor(() => probe.messages.length >= 2, 500).then(
+            () => true,
+            () => false,
+          );
+          const seen = probe.messages.map((m) => `${m.topic}=${m.payload}`).sort().join();
+          await probe.end();
+          return ok && seen === "rl/1=one again,rl/2=two";
+        },
+        10_000,
+        `two retained topics on ${node.name}`,
+      );
+    }
+  },
+});
