@@ -456,7 +456,9 @@ Deno.test({
       await victim.process.finished;
       await a.process.waitForOutput("stderr", /reconnected to NATS/, 20_000);
       await batch(N);
-      await received(sub, 2 * N, () => true, 30_000);
+      await received(sub, 2 * N, () => true, 30_000).catch((error) => {
+        throw new Error(`${error.message}; node b: ${b.process.stderr().slice(-1500)}`);
+      });
       assert.deepEqual(
         [...new Set(sub.messages.map((m) => Number(m.payload)))].sort((x, y) => x - y),
         Array.from({ length: 2 * N }, (_, i) => i),

@@ -44,6 +44,9 @@ const MAX_SUBJECT = 3_000;
 const HOUR_NS = 3600 * 1e9;
 const TAKEOVER_TIMEOUT_MS = 2_000;
 const SEEN_JS = 65_536;
+// Pull requests last this long (heartbeats every half of it): when a consumer's leader moves to
+// another NATS server, the node notices within about this time instead of nats.js's 30 s.
+const PULL_EXPIRES_MS = 5_000;
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder();
@@ -343,7 +346,7 @@ class NatsCluster implements ClusterLink {
       filter_subjects: `${this.#p}.r.>`,
       deliver_policy: jsapi.DeliverPolicy.LastPerSubject,
     });
-    const messages = await consumer.consume();
+    const messages = await consumer.consume({ expires: PULL_EXPIRES_MS });
     this.#retainedFollower = messages;
     let caughtUp: () => void = () => {};
     const loaded = new Promise<void>((resolve) => caughtUp = resolve);
@@ -612,7 +615,7 @@ class NatsCluster implements ClusterLink {
       }
       if (entry.refs < 0) return;
       const consumer = await this.#js.consumers.get(this.#msgStream, name);
-      const messages = await consumer.consume({ max_messages: 256 });
+      const messages = await consumer.consume({ max_messages: 256, expires: PULL_EXPIRES_MS });
       entry.moreMessages.push(messages);
       (async () => {
         for await (const m of messages) {
@@ -653,7 +656,7 @@ class NatsCluster implements ClusterLink {
     }
     if (entry.refs < 0) return; // Removed meanwhile.
     const consumer = await this.#js.consumers.get(this.#msgStream, name);
-    const messages = await consumer.consume({ max_messages: 1024 });
+    const messages = await consumer.consume({ max_messages: 1024, expires: PULL_EXPIRES_MS });
     if (entry.refs < 0) {
       messages.stop();
       return;
