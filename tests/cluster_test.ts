@@ -323,6 +323,10 @@ Deno.test({
       const ack = publish(pa, "n/1", "local1", 1).then(() => acked = true);
       await received(local, 2);
       assert.equal(acked, false);
+      // Clients still connect and subscribe meanwhile (served by their node alone).
+      const late = await client(b.port, { clientId: "late" });
+      clients.push(late);
+      await late.mqtt.subscribeAsync("late/#", { qos: 1 });
       const again = await startNats({ port: nats.port, dir: nats.dir });
       try {
         await a.process.waitForOutput("stderr", /reconnected to NATS/, 20_000);
@@ -331,6 +335,19 @@ Deno.test({
         // Node b catches up: the message JetStream took after the outage reaches it.
         await received(remote, 1, (m) => m.payload === "local1", 20_000);
         assert.equal(local.messages.length, 2);
+        // The subscription made during the outage gets its consumer once NATS is back.
+        await b.process.waitForOutput("stderr", /reconnected to NATS/, 20_000);
+        await waitFor(
+          async () => {
+            await publish(pa, "late/x", "after", 1);
+            return await waitFor(() => late.messages.length > 0, 1_000).then(
+              () => true,
+              () => false,
+            );
+          },
+          20_000,
+          "late/x on node b",
+        );
       } finally {
         await again.stop();
       }

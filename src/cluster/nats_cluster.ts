@@ -192,6 +192,7 @@ class NatsCluster implements ClusterLink {
   #closed = false;
   #releasing: string | undefined;
   #claiming = new Set<string>();
+  #retry = new Set<string>();
   // Client ids taken in `claim`, waiting for the rest once adopted: from a live node (phase 2),
   // or, from a dead one, a second replay of the stream (what came during the first).
   #handing = new Map<string, { node: string } | { record: SessionRecord; seen: Set<string> }>();
@@ -332,6 +333,7 @@ class NatsCluster implements ClusterLink {
           this.#connected = true;
           this.#warned = false;
           this.#host.log.info(`cluster: reconnected to NATS ${s.server}`);
+          this.#retryConsumers();
         }
       }
     })().catch(() => {});
@@ -516,11 +518,33 @@ class NatsCluster implements ClusterLink {
         consumer: `${this.#node}_${hash(tail)}`,
       };
       this.#interest.set(tail, entry);
-      this.#track(
-        this.#subscribe(tail, entry).catch((error) => {
-          this.#host.log.error(`cluster: cannot subscribe to ${tail}: ${errorText(error)}`);
-        }),
-      );
+      this.#subscribeCore(tail, entry);
+      // Without NATS, SUBACK does not wait: the consumer is made once NATS is back.
+      if (!this.#connected) {
+        this.#retry.add(tail);
+        continue;
+      }
+      this.#track(this.#consumeStream(tail, entry));
+    }
+  }
+
+  // The consumer of a subject whose set-up failed is tried again after the next reconnect.
+  #consumeStream(tail: string, entry: Interest): Promise<void> {
+    return this.#subscribe(tail, entry).catch((error) => {
+      if (this.#closed) return;
+      this.#host.log.warn(`cluster: consumer for ${tail}: ${errorText(error)}; retried later`);
+      this.#retry.add(tail);
+    });
+  }
+
+  #retryConsumers(): void {
+    const tails = [...this.#retry];
+    this.#retry.clear();
+    for (const tail of tails) {
+      const entry = this.#interest.get(tail);
+      if (entry !== undefined && entry.refs > 0 && entry.messages === undefined) {
+        this.#consumeStream(tail, entry);
+      }
     }
   }
 
@@ -629,7 +653,8 @@ class NatsCluster implements ClusterLink {
     await echo.flush();
   }
 
-  async #subscribe(tail: string, entry: Interest): Promise<void> {
+  // Core subscriptions are the client's: nats.js makes them again after a reconnect.
+  #subscribeCore(tail: string, entry: Interest): void {
     const prefix0 = `${this.#p}.0`;
     entry.sub = this.#nc.subscribe(prefix0 + tail, {
       callback: (error, msg) => {
@@ -641,6 +666,9 @@ class NatsCluster implements ClusterLink {
         }
       },
     });
+  }
+
+  async #subscribe(tail: string, entry: Interest): Promise<void> {
     const name = entry.consumer;
     try {
       await this.#jsm.consumers.info(this.#msgStream, name);
@@ -735,7 +763,8 @@ class NatsCluster implements ClusterLink {
   }
 
   async claim(clientId: string, clean: boolean): Promise<SessionState | undefined> {
-    if (this.#closed) return undefined;
+    // Without NATS the client is served here alone (no takeover elsewhere, no hand-over).
+    if (this.#closed || !this.#connected) return undefined;
     const key = hex(clientId);
     this.#claiming.add(clientId);
     // The local part of the CONNECT runs in the turn claim resolves in; it may end an older
@@ -873,11 +902,11 @@ class NatsCluster implements ClusterLink {
       expiresAt,
       savedAt: Date.now(),
     };
-    this.#track(
-      this.#kv.put(hex(clientId), JSON.stringify(record)).catch((error) =>
-        this.#host.log.warn(`cluster: session record not saved: ${errorText(error)}`)
-      ),
+    const put = this.#kv.put(hex(clientId), JSON.stringify(record)).catch((error) =>
+      this.#host.log.warn(`cluster: session record not saved: ${errorText(error)}`)
     );
+    // Without NATS acks do not wait for the record (it is written on the next change).
+    if (this.#connected) this.#track(put);
   }
 
   sessionDeleted(clientId: string): void {
