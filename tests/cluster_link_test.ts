@@ -223,3 +223,51 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a node whose consumer was deleted under it makes it again",
+  ignore,
+  async fn() {
+    const server = await startNats();
+    const { Broker } = await import("../mod.ts");
+    const { client } = await import("./_cluster.ts");
+    // deno-lint-ignore no-import-prefix
+    const { jetstreamManager } = await import("npm:@nats-io/jetstream@3.4.0");
+    const brokers = ["x", "y"].map((nodeName) =>
+      new Broker({ logLevel: "silent", cluster: { servers: [server.url], nodeName } })
+    );
+    const clients: Awaited<ReturnType<typeof client>>[] = [];
+    const nc = await nats.connect({ servers: server.url });
+    try {
+      const ports = [];
+      for (const b of brokers) {
+        ports.push((await b.listen({ hostname: "127.0.0.1", port: 0 })).port);
+      }
+      const sub = await client(ports[1], { clientId: "ysub" });
+      clients.push(sub);
+      await sub.mqtt.subscribeAsync("gone/#", { qos: 1 });
+      const jsm = await jetstreamManager(nc);
+      const names: string[] = [];
+      for await (const info of jsm.consumers.list("dmq_MSGS")) names.push(info.name);
+      // "gone/#" is two subjects, "gone" and "gone.>": two consumers.
+      const mine = names.filter((n) => n.startsWith("y_"));
+      assert.equal(mine.length, 2, names.join());
+      for (const name of mine) await jsm.consumers.delete("dmq_MSGS", name);
+      const pub = await client(ports[0], { clientId: "xpub" });
+      clients.push(pub);
+      await waitFor(
+        async () => {
+          await pub.mqtt.publishAsync("gone/x", "back", { qos: 1 });
+          return await waitFor(() => sub.messages.length > 0, 1_000).then(() => true, () => false);
+        },
+        30_000,
+        "a message through the re-made consumer",
+      );
+    } finally {
+      for (const c of clients) await c.end();
+      for (const b of brokers) await b.close();
+      await nc.close();
+      await server.stop();
+    }
+  },
+});

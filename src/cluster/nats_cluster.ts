@@ -534,7 +534,14 @@ class NatsCluster implements ClusterLink {
       if (this.#closed) return;
       this.#host.log.warn(`cluster: consumer for ${tail}: ${errorText(error)}; retried later`);
       this.#retry.add(tail);
+      // Connected: again in a second (a NATS cluster electing a leader, say); else on reconnect.
+      if (this.#connected) this.#retrySoon();
     });
+  }
+
+  #retrySoon(): void {
+    const timer = setTimeout(() => this.#retryConsumers(), 1_000);
+    Deno.unrefTimer(timer);
   }
 
   #retryConsumers(): void {
@@ -684,7 +691,12 @@ class NatsCluster implements ClusterLink {
     }
     if (entry.refs < 0) return; // Removed meanwhile.
     const consumer = await this.#js.consumers.get(this.#msgStream, name);
-    const messages = await consumer.consume({ max_messages: 1024, expires: PULL_EXPIRES_MS });
+    const messages = await consumer.consume({
+      max_messages: 1024,
+      expires: PULL_EXPIRES_MS,
+      // A consumer deleted under us ends the loop, and it is made again (see below).
+      abort_on_missing_resource: true,
+    });
     if (entry.refs < 0) {
       messages.stop();
       return;
@@ -702,6 +714,12 @@ class NatsCluster implements ClusterLink {
       }
     })().catch((error) => {
       if (!this.#closed) this.#host.log.error(`cluster: consumer ${name}: ${errorText(error)}`);
+    }).finally(() => {
+      // Ended without being stopped by us (the consumer went, say): make it again.
+      if (this.#closed || entry.refs < 0 || entry.messages !== messages) return;
+      entry.messages = undefined;
+      this.#retry.add(tail);
+      this.#retrySoon();
     });
     await this.#nc.flush();
   }
