@@ -165,6 +165,13 @@ async function startBroker(
   auth: FileAuth | undefined,
   stoppers: Stopper[],
 ): Promise<Broker> {
+  // The cluster's files are checked first: a bad one is a usage error naming its flag.
+  if (config.cluster?.credsFile !== undefined) {
+    readFileFor("cluster-creds", config.cluster.credsFile);
+  }
+  if (config.cluster?.tlsCaFile !== undefined) {
+    readFileFor("cluster-tls-ca", config.cluster.tlsCaFile);
+  }
   const persistence = config.dataDir === undefined ? undefined : new SqlitePersistence({
     dir: config.dataDir,
     sync: config.sync,

@@ -800,3 +800,30 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster: an unreadable --cluster-creds or --cluster-tls-ca file is a usage error naming it, exit 2",
+  ignore,
+  async fn() {
+    for (const flag of ["--cluster-creds", "--cluster-tls-ca"]) {
+      const result = await run(Deno.execPath(), [
+        "run",
+        "--allow-net",
+        "--allow-read",
+        CLI,
+        "--port",
+        "0",
+        "--cluster",
+        "nats://127.0.0.1:1",
+        "--node-name",
+        "a",
+        flag,
+        "/nonexistent/file",
+      ], { deadlineMs: 30_000 });
+      assert.equal(result.code, 2, result.stderr);
+      assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
+      assert.match(result.stderr, new RegExp(`^error: ${flag} /nonexistent/file: `));
+    }
+  },
+});
