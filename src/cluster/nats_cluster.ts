@@ -197,6 +197,7 @@ class NatsCluster implements ClusterLink {
   // or, from a dead one, a second replay of the stream (what came during the first).
   #handing = new Map<string, { node: string } | { record: SessionRecord; seen: Set<string> }>();
   readonly #ids = new WeakMap<Message, string>();
+  readonly #handingTimers = new Map<string, ReturnType<typeof setTimeout>>();
   #counters = { messagesOut: 0, messagesIn: 0, publishRetries: 0, tooLong: 0 };
   #retainedFollower: jsapi.ConsumerMessages | undefined;
   // Everything the acks of this turn wait for; one promise per event-loop turn.
@@ -469,6 +470,8 @@ class NatsCluster implements ClusterLink {
     const pending = this.#handing.get(clientId);
     if (pending === undefined) return;
     this.#handing.delete(clientId);
+    clearTimeout(this.#handingTimers.get(clientId));
+    this.#handingTimers.delete(clientId);
     if ("record" in pending) {
       // Messages published while the first replay ran: replay again once the subscriptions are
       // live, leaving out what the first replay or the live subscriptions brought.
@@ -802,7 +805,7 @@ class NatsCluster implements ClusterLink {
             { timeout: TAKEOVER_TIMEOUT_MS },
           );
           state = decodeSessionState(reply.data);
-          if (state !== undefined && !clean) this.#handing.set(clientId, { node: record.node });
+          if (state !== undefined && !clean) this.#hold(clientId, { node: record.node });
         } catch {
           // That node is gone: the record's subscriptions are what is left of the session, and
           // the stream holds what was published since it went offline.
@@ -813,7 +816,7 @@ class NatsCluster implements ClusterLink {
               return [];
             });
             const seen = new Set(state.messages.map((m) => m.id!));
-            this.#handing.set(clientId, { record, seen });
+            this.#hold(clientId, { record, seen });
           }
           if (state !== undefined) {
             this.#host.log.info(
@@ -895,6 +898,21 @@ class NatsCluster implements ClusterLink {
     return [...found.entries()].sort((x, y) => x[0] - y[0]).map(([, m]) => m);
   }
 
+  // Until `adopted` takes it; a CONNECT that closed before does not leave it behind.
+  #hold(
+    clientId: string,
+    pending: { node: string } | { record: SessionRecord; seen: Set<string> },
+  ): void {
+    clearTimeout(this.#handingTimers.get(clientId));
+    this.#handing.set(clientId, pending);
+    const timer = setTimeout(() => {
+      this.#handingTimers.delete(clientId);
+      if (this.#handing.get(clientId) === pending) this.#handing.delete(clientId);
+    }, 30_000);
+    Deno.unrefTimer(timer);
+    this.#handingTimers.set(clientId, timer);
+  }
+
   #fromRecord(record: SessionRecord, clean: boolean): SessionState | undefined {
     if (clean || record.clean) return undefined;
     const expiry = this.#host.limits.sessionExpiryMs;
@@ -952,6 +970,8 @@ class NatsCluster implements ClusterLink {
     ]);
     clearTimeout(timer);
     this.#closed = true;
+    for (const timer of this.#handingTimers.values()) clearTimeout(timer);
+    this.#handingTimers.clear();
     for (const entry of this.#interest.values()) entry.messages?.stop();
     this.#retainedFollower?.stop();
     for (const entry of this.#shared.values()) for (const m of entry.moreMessages ?? []) m.stop();
