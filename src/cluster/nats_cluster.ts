@@ -96,6 +96,49 @@ class MappingCache {
   }
 }
 
+// QoS 0 messages of one turn for one subject travel as one NATS message: the header of an
+// envelope with flag 8, then per message its flags byte, u32 length and payload.
+const BATCH = 8;
+
+function encodeBatch(origin: Uint8Array, seq: number, messages: Message[]): Uint8Array {
+  const head = 2 + origin.length + 8;
+  let size = head;
+  for (const m of messages) size += 5 + m.payload.length;
+  const out = new Uint8Array(size);
+  out[0] = BATCH;
+  out[1] = origin.length;
+  out.set(origin, 2);
+  SCRATCH_VIEW.setFloat64(0, seq);
+  out.set(SCRATCH, 2 + origin.length);
+  const view = new DataView(out.buffer);
+  let at = head;
+  for (const m of messages) {
+    out[at] = m.qos | (m.retain ? 4 : 0);
+    view.setUint32(at + 1, m.payload.length);
+    out.set(m.payload, at + 5);
+    at += 5 + m.payload.length;
+  }
+  return out;
+}
+
+/** Calls `visit` for each message of an envelope (one, or the members of a batch). */
+function eachMessage(env: Envelope, flags: number, visit: (env: Envelope) => void): void {
+  if ((flags & BATCH) === 0) return visit(env);
+  const data = env.payload;
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  for (let at = 0; at + 5 <= data.length;) {
+    const length = view.getUint32(at + 1);
+    visit({
+      origin: env.origin,
+      seq: env.seq,
+      qos: (data[at] & 3) as QoS,
+      retain: (data[at] & 4) !== 0,
+      payload: data.subarray(at + 5, at + 5 + length),
+    });
+    at += 5 + length;
+  }
+}
+
 function decodeEnvelope(data: Uint8Array): Envelope {
   const n = data[1];
   for (let i = 0; i < 8; i++) SCRATCH[i] = data[2 + n + i];
@@ -182,6 +225,9 @@ class NatsCluster implements ClusterLink {
   #jsm!: jsapi.JetStreamManager;
   #kv!: KV;
   #seq = 0;
+  #coreSeq = 0;
+  #coreBatch = new Map<string, Message[]>();
+  #coreScheduled = false;
   #interest = new Map<string, Interest>();
   #shared = new Map<string, Interest>();
   // Queue subscriptions need a connection that also gets this node's own messages.
@@ -421,20 +467,50 @@ class NatsCluster implements ClusterLink {
       this.#counters.tooLong++;
       return;
     }
-    const seq = ++this.#seq;
-    // Identities serve the hand-over of QoS ≥ 1 messages only.
-    if (message.qos > 0) this.#ids.set(message, `${this.#origin}:${seq}`);
-    const data = encodeEnvelope(this.#originBytes, seq, message);
     this.#counters.messagesOut++;
     if (message.qos === 0) {
-      this.#nc.publish(`${this.#p}.0${tail}`, data);
-    } else {
+      // Gathered per subject until the end of the turn (order per topic is kept).
+      const subject = `${this.#p}.0${tail}`;
+      const list = this.#coreBatch.get(subject);
+      if (list === undefined) this.#coreBatch.set(subject, [message]);
+      else list.push(message);
+      if (!this.#coreScheduled) {
+        this.#coreScheduled = true;
+        setImmediate(this.#flushCore);
+      }
+      if (!retainedChanged) return;
+    }
+    const seq = ++this.#seq;
+    const data = encodeEnvelope(this.#originBytes, seq, message);
+    if (message.qos > 0) {
+      // Identities serve the hand-over of QoS ≥ 1 messages only.
+      this.#ids.set(message, `${this.#origin}:${seq}`);
       this.#track(this.#publishDurably(`${this.#p}.1${tail}`, data, `${this.#origin}-${seq}`));
     }
     if (retainedChanged) {
       this.#track(this.#publishDurably(`${this.#p}.r${tail}`, data, `${this.#origin}-r${seq}`));
     }
   }
+
+  // One NATS message per subject and turn; its sequence orders this node's core messages, which
+  // is how a receiver drops the second copy of one (two of its subjects matching it).
+  readonly #flushCore = () => {
+    this.#coreScheduled = false;
+    if (this.#closed) {
+      this.#coreBatch.clear();
+      return;
+    }
+    for (const [subject, messages] of this.#coreBatch) {
+      const seq = ++this.#coreSeq;
+      this.#nc.publish(
+        subject,
+        messages.length === 1
+          ? encodeEnvelope(this.#originBytes, seq, messages[0])
+          : encodeBatch(this.#originBytes, seq, messages),
+      );
+    }
+    this.#coreBatch.clear();
+  };
 
   settled(): Promise<void> {
     return this.#tail;
@@ -626,7 +702,13 @@ class NatsCluster implements ClusterLink {
       entry.more.push(echo.subscribe(prefix0 + tail, {
         queue,
         callback: (error, msg) => {
-          if (error === null) deliver(msg.subject, prefix0, decodeEnvelope(msg.data));
+          if (error !== null) return;
+          const subject = msg.subject;
+          eachMessage(
+            decodeEnvelope(msg.data),
+            msg.data[0],
+            (one) => deliver(subject, prefix0, one),
+          );
         },
       }));
       const name = `${queue}_${hash(tail)}`;
@@ -728,12 +810,14 @@ class NatsCluster implements ClusterLink {
   }
 
   #fromCore(prefix: string, msg: nats.Msg): void {
-    const env = decodeEnvelope(msg.data);
+    const data = msg.data;
+    const env = decodeEnvelope(data);
     // A message matching two of this node's subjects comes once per subject, in publish order.
     const last = this.#lastSeq.get(env.origin);
     if (last !== undefined && env.seq <= last) return;
     this.#lastSeq.set(env.origin, env.seq);
-    this.#deliver(prefix, msg.subject, env);
+    const subject = msg.subject;
+    eachMessage(env, data[0], (one) => this.#deliver(prefix, subject, one));
   }
 
   #fromStream(prefix: string, m: jsapi.JsMsg): void {
@@ -962,6 +1046,7 @@ class NatsCluster implements ClusterLink {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    if (this.#coreBatch.size > 0) this.#flushCore();
     // What clients were promised goes out first, but a NATS that is gone cannot hold us.
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
