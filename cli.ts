@@ -12,7 +12,7 @@
  * @module
  */
 import { Broker } from "./mod.ts";
-import { FileAuth } from "./src/auth/file_auth.ts";
+import { FileAuth, fileAuthErrorOption } from "./src/auth/file_auth.ts";
 import { setPasswordInFile } from "./src/auth/password_file.ts";
 import { type CliConfig, helpText, parseCliArgs, UsageError, VERSION } from "./src/cli_args.ts";
 import { createLogger, flushLogs, type Logger, type LogLevel, stderrSink } from "./src/logger.ts";
@@ -150,11 +150,8 @@ async function loadAuth(config: CliConfig): Promise<FileAuth | undefined> {
       allowAnonymous: config.allowAnonymous,
     });
   } catch (error) {
-    const flag = config.passwordFile !== undefined && errorText(error).includes(config.passwordFile)
-      ? "--password-file"
-      : config.aclFile !== undefined
-      ? "--acl-file"
-      : "--password-file";
+    // The error says which file it is about; the flag is that file's.
+    const flag = fileAuthErrorOption(error) === "aclFile" ? "--acl-file" : "--password-file";
     throw new UsageError(`${flag}: ${errorText(error)}`);
   }
 }
@@ -184,6 +181,7 @@ async function startBroker(
     logConnections: true,
     persistence,
     cluster: config.cluster,
+    responseInformation: config.responseInformation,
     authenticate: auth?.authenticate,
     authorizePublish: auth?.authorizePublish,
     authorizeSubscribe: auth?.authorizeSubscribe,
@@ -203,7 +201,7 @@ async function startBroker(
     broker.addEventListener("subscribe", ({ detail: { client, subscriptions, granted } }) => {
       const each = subscriptions.map((s, i) =>
         `${JSON.stringify(s.topicFilter)} (QoS ${s.qos}: ${
-          granted[i] === 0x80 ? "refused" : `granted ${granted[i]}`
+          granted[i] >= 0x80 ? `refused 0x${granted[i].toString(16)}` : `granted ${granted[i]}`
         })`
       );
       log.debug(`client ${JSON.stringify(client.clientId)} subscribed to ${each.join(", ")}`);

@@ -1,6 +1,7 @@
 /**
- * A Deno-native MQTT 3.1.1 broker with a bounded registry: every limit is a named option with a
- * documented default and a documented action when it is hit.
+ * A Deno-native MQTT 5.0 and 3.1.1 broker (one port, the version chosen per connection by its
+ * CONNECT) with a bounded registry: every limit is a named option with a documented default and a
+ * documented action when it is hit.
  *
  * @example Embed a broker in a program or a test
  * ```ts
@@ -27,7 +28,13 @@ export {
   type ListenOptions,
   type PublishOptions,
 } from "./src/broker.ts";
-export { DEFAULT_LIMITS, LIMIT_RANGES, type Limits } from "./src/options.ts";
+export {
+  type BooleanLimit,
+  DEFAULT_LIMITS,
+  type IntegerLimit,
+  LIMIT_RANGES,
+  type Limits,
+} from "./src/options.ts";
 export type { BrokerStats, DropCounters } from "./src/stats.ts";
 export type { ClusterOptions, ClusterStats } from "./src/cluster/link.ts";
 export type {
@@ -40,16 +47,28 @@ export type {
   UnsubscribeEventDetail,
 } from "./src/events.ts";
 export type {
+  AuthenticateEnhancedHook,
   AuthenticateHook,
   AuthenticateRequest,
   AuthenticateResult,
+  AuthenticationResult,
+  AuthenticationStep,
   AuthorizeForwardHook,
   AuthorizePublishHook,
   AuthorizeSubscribeHook,
   ClientInfo,
   RemoteAddress,
 } from "./src/hooks.ts";
-export type { QoS, Subscription } from "./src/codec/packet.ts";
+export type { MessageProperties } from "./src/message.ts";
+export {
+  type Properties,
+  type ProtocolVersion,
+  type QoS,
+  REASON,
+  type ReasonCode,
+  type RetainHandling,
+  type Subscription,
+} from "./src/codec/packet.ts";
 export type { BrokerConn } from "./src/transport/types.ts";
 export { createLogger, type Logger, type LogLevel, type LogSink } from "./src/logger.ts";
 export { FileAuth, type FileAuthOptions, type ReloadResult } from "./src/auth/file_auth.ts";
@@ -72,6 +91,9 @@ export type {
   SessionRecord,
   SkippedCounts,
   StoredMessage,
+  StoredProperties,
+  StoredSubscription,
+  StoredWill,
 } from "./src/persistence/persistence.ts";
 export { MemoryPersistence } from "./src/persistence/memory.ts";
 export {

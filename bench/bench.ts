@@ -26,9 +26,24 @@ export const SCENARIOS = [
   "latency",
   "conns",
   "wildcard",
+  "flood-qos0",
+  "flood-qos0-frozen",
+  "flood-qos1",
+  "flood-qos1-frozen",
+  "flood-many",
 ] as const;
 /** One of {@linkcode SCENARIOS}. */
 export type Scenario = typeof SCENARIOS[number];
+
+/** Names for several scenarios at once in `--scenarios`. */
+export const SCENARIO_GROUPS: Record<string, Scenario[]> = {
+  flood: ["flood-qos0", "flood-qos0-frozen", "flood-qos1", "flood-qos1-frozen", "flood-many"],
+};
+
+/** The flood scenarios: loadgen's `flood`, no window, loss reported rather than failing. */
+function isFlood(scenario: Scenario): boolean {
+  return scenario.startsWith("flood-");
+}
 
 /**
  * `qos1-durable` is loadgen's `qos1` with a persistent subscriber session, against brokers that
@@ -36,6 +51,7 @@ export type Scenario = typeof SCENARIOS[number];
  * `persistence true`. Every other scenario is the loadgen scenario of the same name.
  */
 function loadgenScenario(scenario: Scenario): string {
+  if (isFlood(scenario)) return "flood";
   return scenario === "qos1-durable" ? "qos1" : scenario;
 }
 
@@ -43,6 +59,14 @@ function loadgenScenario(scenario: Scenario): string {
 const LOADGEN_SCENARIO_ARGS: Partial<Record<Scenario, string[]>> = {
   // Only a persistent session's messages are stored: with clean sessions nothing would be.
   "qos1-durable": ["--persistent-subs"],
+  // One publisher as fast as it can, 64 B..4 KiB payloads, one subscriber reading as fast as it
+  // can; "-frozen" adds a subscriber that subscribes and never reads.
+  "flood-qos0": ["--qos", "0"],
+  "flood-qos0-frozen": ["--qos", "0", "--frozen", "1"],
+  "flood-qos1": ["--qos", "1"],
+  "flood-qos1-frozen": ["--qos", "1", "--frozen", "1"],
+  // 50 publishers flooding one subscriber that reads 1 MB/s: what holds the broker's memory.
+  "flood-many": ["--qos", "0", "--pubs", "50", "--sub-rate", "1000000"],
 };
 
 /** Scenarios that run against a broker keeping its state on disk. */
@@ -70,6 +94,18 @@ const QOS1_METRICS: Metric[] = [
   PER_CPU,
   { label: "lost", key: "lost", better: "lower" },
   { label: "duplicates", key: "dup", better: "lower" },
+];
+
+/** The flood rows; `rss_*_mb` are added by the bench from loadgen's `rss_*_kb`. */
+const FLOOD_METRICS: Metric[] = [
+  { label: "healthy sub msg/s", key: "rate", better: "higher" },
+  { label: "published msg/s", key: "pub_rate", better: "info" },
+  { label: "delivered %", key: "delivered_pct", better: "higher" },
+  { label: "lost (healthy sub)", key: "lost", better: "lower" },
+  PER_CPU,
+  { label: "RSS idle, MB", key: "rss_idle_mb", better: "lower" },
+  { label: "RSS peak, MB", key: "rss_peak_mb", better: "lower" },
+  { label: "RSS growth, MB", key: "rss_growth_mb", better: "lower" },
 ];
 
 /** What the table shows per scenario (keys are loadgen JSON fields, plus `rate_per_cpu`). */
@@ -103,6 +139,11 @@ const METRICS: Record<Scenario, Metric[]> = {
     { label: "subscribe all, ms", key: "subscribe_ms", better: "lower" },
     { label: "lost", key: "lost", better: "lower" },
   ],
+  "flood-qos0": FLOOD_METRICS,
+  "flood-qos0-frozen": FLOOD_METRICS,
+  "flood-qos1": FLOOD_METRICS,
+  "flood-qos1-frozen": FLOOD_METRICS,
+  "flood-many": FLOOD_METRICS,
 };
 
 /** Extra flags for our broker per scenario (limits the scenario needs, whatever the defaults). */
@@ -115,7 +156,8 @@ const USAGE = `usage: deno task bench [options]
 Runs each scenario against a freshly started broker per run: ours (cli.ts) and, when
 mosquitto is on PATH, mosquitto (interleaved), and prints medians and ratios ours/mosquitto.
 
-  --scenarios a,b      any of ${SCENARIOS.join(",")} (default: all)
+  --scenarios a,b      any of ${SCENARIOS.join(",")},
+                       or "flood" for every flood-* scenario (default: all)
   --duration S         measured seconds per run (default 5)
   --warmup S           seconds of load before measuring (default 1)
   --reps N             repetitions; the table shows medians (default 1)
@@ -188,12 +230,14 @@ export function parseBenchArgs(args: string[]): BenchOptions | "help" {
   }
   if (values.help) return "help";
   const scenarios: Scenario[] = [];
-  for (const s of (values.scenarios ?? SCENARIOS.join(",")).split(",")) {
+  const names = (values.scenarios ?? SCENARIOS.join(",")).split(",")
+    .flatMap((s) => SCENARIO_GROUPS[s.trim()] ?? [s]);
+  for (const s of names) {
     const name = s.trim();
     if (!name) continue;
     if (!(SCENARIOS as readonly string[]).includes(name)) {
       throw new TypeError(
-        `--scenarios: unknown scenario "${name}" (known: ${SCENARIOS.join(",")})`,
+        `--scenarios: unknown scenario "${name}" (known: ${SCENARIOS.join(",")}, flood)`,
       );
     }
     if (!scenarios.includes(name as Scenario)) scenarios.push(name as Scenario);
@@ -236,7 +280,7 @@ const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 const REPO_DIR = dirname(BENCH_DIR);
 const OUT_DIR = `${BENCH_DIR}/out`;
 const LOADGEN_SRC = `${BENCH_DIR}/loadgen.c`;
-const LOADGEN = `${OUT_DIR}/loadgen`;
+export const LOADGEN = `${OUT_DIR}/loadgen`;
 
 /** Absolute path of an executable (a name looked up on PATH, or a path), or undefined. */
 async function which(name: string): Promise<string | undefined> {
@@ -270,7 +314,7 @@ async function mtime(path: string): Promise<number | undefined> {
 }
 
 /** Builds bench/out/loadgen when missing or older than its source; exits 2 without a C compiler. */
-async function ensureLoadgen(): Promise<void> {
+export async function ensureLoadgen(): Promise<void> {
   const bin = await mtime(LOADGEN);
   const src = await mtime(LOADGEN_SRC);
   if (src === undefined) fail(`${LOADGEN_SRC} is missing`, 2);
@@ -406,13 +450,17 @@ function mosquittoBroker(bin: string): BrokerSpec {
       // max_queued_messages 0 (unlimited): Debian 12's mosquitto 2.0.11 strands QoS 1
       // messages in its queue (inflight quota bug, fixed in 2.0.13) and then drops them at
       // the default limit of 1000; loadgen bounds what is outstanding itself.
+      // Flood scenarios: mosquitto's default queue limit (1000 messages), as a user would run
+      // it. Unlimited, a subscriber that never reads makes mosquitto hold every message (measured:
+      // +250 MB in 3 s), which says nothing about either broker.
+      const queue = isFlood(scenario) ? [] : ["max_queued_messages 0"];
       await Deno.writeTextFile(
         conf,
         [
           `listener ${port} 127.0.0.1`,
           "allow_anonymous true",
           ...persistence,
-          "max_queued_messages 0",
+          ...queue,
           "log_dest stderr",
           "log_type error",
           "log_type warning",
@@ -639,6 +687,10 @@ async function runOne(
     if (typeof rate === "number" && typeof cpu === "number" && cpu > 0.01) {
       r.rate_per_cpu = Math.round(rate / cpu);
     }
+    for (const k of ["rss_idle", "rss_peak", "rss_growth"]) {
+      const kb = r[`${k}_kb`];
+      if (typeof kb === "number" && kb >= 0) r[`${k}_mb`] = Math.round(kb / 1024 * 10) / 10;
+    }
     if (b.exited) {
       r.ok = false;
       r.first_error ||= "the broker exited during the run";
@@ -705,6 +757,26 @@ function summarize(results: RunResult[], names: string[], opts: BenchOptions): S
     }
   }
   return rows;
+}
+
+/**
+ * Per broker and QoS: median healthy delivery with the frozen subscriber / without it, when both
+ * flood scenarios ran.
+ */
+function frozenRatios(rows: SummaryRow[], names: string[]): Record<string, Record<string, number>> {
+  const rate = (scenario: Scenario) =>
+    rows.find((r) => r.scenario === scenario && r.key === "rate")?.values;
+  const out: Record<string, Record<string, number>> = {};
+  for (const qos of ["qos0", "qos1"]) {
+    const plain = rate(`flood-${qos}` as Scenario);
+    const frozen = rate(`flood-${qos}-frozen` as Scenario);
+    for (const name of names) {
+      const a = frozen?.[name]?.median;
+      const b = plain?.[name]?.median;
+      if (a !== undefined && b !== undefined && b > 0) (out[qos] ??= {})[name] = a / b;
+    }
+  }
+  return out;
 }
 
 /** Per broker: median qos1-durable rate / median qos1 rate, when both scenarios ran. */
@@ -858,6 +930,7 @@ async function main(): Promise<void> {
         tools,
         summary: rows,
         durableRatios: durableRatios(rows, names),
+        frozenRatios: frozenRatios(rows, names),
         runs: results,
       },
       null,
@@ -883,6 +956,14 @@ async function main(): Promise<void> {
     );
     console.log(
       `# qos1-durable / qos1, delivered msg/s (same broker, same run): ${cells.join(", ")}`,
+    );
+  }
+  for (const [qos, ratios] of Object.entries(frozenRatios(rows, names))) {
+    const cells = Object.entries(ratios).map(([name, ratio]) => `${name} ${ratio.toFixed(2)}`);
+    console.log(
+      `# flood-${qos}-frozen / flood-${qos}, healthy sub msg/s (same broker, same run): ${
+        cells.join(", ")
+      }`,
     );
   }
   if (names.length === 2) {

@@ -25,6 +25,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -40,6 +41,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,10 +52,10 @@
 #define READ_CHUNK (64u * 1024u)   /* bytes asked for per read() */
 #define MAX_EVENTS 1024
 
-typedef enum { FANIN, FANOUT, QOS1, LATENCY, CONNS, WILDCARD, PROBE, NSCEN } scen_t;
-static const char *const SCEN_NAME[NSCEN] = {"fanin", "fanout", "qos1", "latency", "conns", "wildcard", "probe"};
+typedef enum { FANIN, FANOUT, QOS1, LATENCY, CONNS, WILDCARD, PROBE, FLOOD, NSCEN } scen_t;
+static const char *const SCEN_NAME[NSCEN] = {"fanin", "fanout", "qos1", "latency", "conns", "wildcard", "probe", "flood"};
 
-enum kind { PUB, SUB, IDLE };
+enum kind { PUB, SUB, IDLE, FROZEN };
 enum phase { TCP_WAIT, CONNACK_WAIT, SUBACK_WAIT, LIVE, BYE, GONE };
 
 /* growable byte buffer; valid bytes are p[head..tail) */
@@ -79,6 +81,9 @@ typedef struct peer {
 	uint16_t topic_len;
 	/* subscriber */
 	int subacks_due;
+	/* flood --sub-rate: bytes this subscriber may still read before the next refill */
+	int64_t read_budget;
+	uint8_t read_paused;
 } peer;
 
 /* the sequences one subscriber has seen from one publisher */
@@ -94,20 +99,22 @@ static struct {
 	int pubs, subs, qos, size, window, wbatch, inflight, qbatch;
 	double duration, warmup, drain, rate, settle, timeout;
 	int conns, conc, filters, per_subscribe, keepalive, verbose, tick_us, pgid, persistent_subs;
+	int size_max, frozen, split;
+	double sub_rate, rss_every;
 	unsigned seed;
 } O = {
     .host = "127.0.0.1", .label = "", .port = 1883, .pubs = -1, .subs = -1, .qos = -1, .size = 64,
     .window = -1, .wbatch = -1, .inflight = 16, .qbatch = -1, .duration = 5, .warmup = 1, .drain = 2,
     .rate = 1000, .settle = 1, .timeout = 30, .conns = 10000, .conc = 100, .filters = 10000,
-    .per_subscribe = 100, .keepalive = 300, .seed = 1, .tick_us = -1,
+    .per_subscribe = 100, .keepalive = 300, .seed = 1, .tick_us = -1, .size_max = -1, .rss_every = 0.05, .split = -1,
 };
 
 static scen_t scen;
 static int ep = -1;
 static struct sockaddr_in broker_addr;
 static struct sockaddr_in sub_addr; /* --sub-port: subscribers connect here (another cluster node) */
-static peer **pubs, **subs, **idles;
-static int npubs, nsubs, nidles;
+static peer **pubs, **subs, **idles, **frozen;
+static int npubs, nsubs, nidles, nfrozen, frozen_live;
 static seen_t *seen;     /* [pub * seen_cols + col] */
 static int seen_cols;    /* nsubs, or 1 in wildcard */
 static int publishing;   /* publishers may generate */
@@ -122,6 +129,26 @@ static int timer_fd = -1;  /* latency: paces the publisher */
 static int timer_tag;      /* its epoll data.ptr */
 static int tick_fd = -1;   /* --tick-us: publishers refill only on its expiry */
 static int tick_tag;
+static int rss_fd = -1;    /* flood: samples the broker's VmRSS every --rss-every s */
+static int rss_tag;
+static long rss_peak_kb = -1;
+static int rate_fd = -1;   /* flood --sub-rate: refills the subscribers' read budgets */
+static int rate_tag;
+static int64_t last_rx_ns; /* when a subscriber last received a PUBLISH */
+/* flood --split: the publishers run in a child process; it reports over a pipe */
+#define SPLIT_MAX_PUBS 100
+typedef struct {
+	uint64_t tx_a, tx_b, errors;
+	double cpu;   /* the child's CPU seconds over the measured period */
+	int npubs, ok;
+	uint64_t next_seq[SPLIT_MAX_PUBS], stalls[SPLIT_MAX_PUBS];
+	int unacked[SPLIT_MAX_PUBS];
+	char first_error[200];
+} split_result;
+static int kid_fd = -1; /* parent: the pipe's read end, in the epoll set */
+static int kid_tag, kid_done;
+static split_result kid_result;
+static uint64_t rx_bytes;  /* payload bytes received by (healthy) subscribers */
 static int subs_live, pubs_live, idles_live, idles_failed;
 static int64_t t_subscribe0, t_subscribe1;
 /* wildcard */
@@ -297,7 +324,10 @@ static void enc_short(peer *c, uint8_t first, int pkt_id)
 
 static void enc_publish(peer *c, const char *topic, uint16_t tlen, int64_t now)
 {
-	uint32_t rl = 2 + tlen + (O.qos ? 2 : 0) + (uint32_t)O.size;
+	/* --size-max: payload sizes uniform in [--size, --size-max] */
+	uint32_t size = (uint32_t)O.size;
+	if (O.size_max > O.size) size += (uint32_t)(next_rand() % (uint64_t)(O.size_max - O.size + 1));
+	uint32_t rl = 2 + tlen + (O.qos ? 2 : 0) + size;
 	uint8_t *w = begin_packet(c, (uint8_t)(0x30 | (O.qos << 1)), rl);
 	w = put_str(w, topic, tlen);
 	if (O.qos) {
@@ -310,7 +340,7 @@ static void enc_publish(peer *c, const char *topic, uint16_t tlen, int64_t now)
 	memcpy(w, head, 8);
 	memcpy(w + 8, &seq, 8);
 	memcpy(w + 16, &now, 8);
-	memset(w + HDR_BYTES, 'm', (size_t)O.size - HDR_BYTES);
+	memset(w + HDR_BYTES, 'm', (size_t)size - HDR_BYTES);
 	tx_total++;
 }
 
@@ -335,7 +365,7 @@ static void peer_close(peer *c)
 static void peer_fail(peer *c, const char *why)
 {
 	if (c->phase == GONE) return;
-	static const char *const kinds[] = {"publisher", "subscriber", "client"};
+	static const char *const kinds[] = {"publisher", "subscriber", "client", "frozen subscriber"};
 	record_error("%s %d: %s", kinds[c->kind], c->id, why);
 	if (c->kind == IDLE && c->phase < LIVE) idles_failed++;
 	peer_close(c);
@@ -359,7 +389,8 @@ static int flush_out(peer *c)
 		}
 	}
 	c->out.head = c->out.tail = 0;
-	want_pollout(c, 0);
+	/* a flooding publisher writes whenever the socket takes more: EPOLLOUT stays on */
+	want_pollout(c, scen == FLOOD && c->kind == PUB && publishing);
 	return 0;
 }
 
@@ -396,7 +427,7 @@ static void on_tcp_connected(peer *c)
 		return;
 	}
 	char cid[48];
-	snprintf(cid, sizeof cid, "lg%d-%c%d", (int)getpid(), "psi"[c->kind], c->id);
+	snprintf(cid, sizeof cid, "lg%d-%c%d", (int)getpid(), "psif"[c->kind], c->id);
 	c->phase = CONNACK_WAIT;
 	/* --persistent-subs: subscribers keep a session (clean session 0), which is what a broker
 	 * with persistence must store; the client id has the pid in it, so it is new every run */
@@ -433,7 +464,7 @@ static void send_subscriptions(peer *c)
 		}
 	} else {
 		static const char *const fmt[] = {[FANIN] = "lg/in/+", [FANOUT] = "lg/out", [QOS1] = "lg/q1/+",
-		                                  [LATENCY] = "lg/lat"};
+		                                  [LATENCY] = "lg/lat", [FLOOD] = "lg/flood/+"};
 		char *one = (char *)fmt[scen];
 		enc_subscribe(c, 1, &one, 1, O.qos);
 		c->subacks_due = 1;
@@ -484,6 +515,8 @@ static void on_publish(peer *c, uint8_t first, const uint8_t *b, uint32_t rl, in
 		at += 2;
 	}
 	rx_total++;
+	rx_bytes += rl - at;
+	last_rx_ns = now;
 	if (rl - at < HDR_BYTES) {
 		stray++;
 		return;
@@ -519,7 +552,7 @@ static void on_packet(peer *c, uint8_t first, const uint8_t *b, uint32_t rl, int
 			peer_fail(c, why);
 			return;
 		}
-		if (c->kind == SUB) {
+		if (c->kind == SUB || c->kind == FROZEN) {
 			send_subscriptions(c);
 		} else {
 			c->phase = LIVE;
@@ -539,6 +572,12 @@ static void on_packet(peer *c, uint8_t first, const uint8_t *b, uint32_t rl, int
 			}
 		if (c->phase == SUBACK_WAIT && --c->subacks_due == 0) {
 			c->phase = LIVE;
+			if (c->kind == FROZEN) {
+				/* from now on it never reads: the broker's bytes pile up in the kernel, then in the broker */
+				frozen_live++;
+				epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+				return;
+			}
 			subs_live++;
 			t_subscribe1 = now;
 		}
@@ -594,12 +633,24 @@ static void on_readable(peer *c, int64_t now)
 {
 	/* idle connections only ever get CONNACK/PINGRESP: keep their buffers tiny */
 	size_t chunk = c->kind == IDLE ? 64 : READ_CHUNK;
+	int limited = c->kind == SUB && c->phase == LIVE && rate_fd >= 0;
 	for (int round = 0; round < 8; round++) {
 		bb_reserve(&c->in, chunk);
 		size_t room = c->in.cap - c->in.tail;
+		if (limited) {
+			/* --sub-rate: a slow reader; stop polling until the next refill */
+			if (c->read_budget <= 0) {
+				struct epoll_event ev = {.events = c->pollout ? EPOLLOUT : 0, .data.ptr = c};
+				epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+				c->read_paused = 1;
+				break;
+			}
+			if ((int64_t)room > c->read_budget) room = (size_t)c->read_budget;
+		}
 		ssize_t n = recv(c->fd, c->in.p + c->in.tail, room, 0);
 		if (n > 0) {
 			c->in.tail += (size_t)n;
+			if (limited) c->read_budget -= n;
 			parse_in(c, now);
 			if (c->phase == GONE) return;
 			if ((size_t)n < room) break;
@@ -635,8 +686,24 @@ static uint64_t window_gate(const peer *c)
 	return m + c->released;
 }
 
+/* flood: no window; keep the socket full, at QoS 1 within --inflight unacknowledged */
+static void pump_flood(peer *c, int64_t now)
+{
+	if (c->phase != LIVE) return;
+	int n = 0;
+	while (bb_len(&c->out) < OUT_HIGH && n < 1024 && (!O.qos || c->unacked < O.inflight)) {
+		enc_publish(c, c->topic, c->topic_len, now);
+		n++;
+	}
+	if (n) flush_out(c);
+}
+
 static void pump(peer *c, int64_t now)
 {
+	if (scen == FLOOD) {
+		pump_flood(c, now);
+		return;
+	}
 	if (c->phase != LIVE || bb_len(&c->out) > OUT_HIGH) return;
 	uint64_t gate = window_gate(c);
 	if (gate != c->gate_seen) {
@@ -702,6 +769,27 @@ static void on_timer(int64_t now)
 
 /* ------------------------------------------------------------- event loop */
 
+static long broker_rss_kb(void);
+
+#define RATE_TICK_NS 10000000LL /* --sub-rate refill period: 10 ms */
+
+/* --sub-rate: every subscriber may read rate x elapsed more bytes (at most one period's worth banked) */
+static void refill_readers(uint64_t ticks)
+{
+	int64_t per = (int64_t)(O.sub_rate * RATE_TICK_NS / 1e9);
+	for (int i = 0; i < nsubs; i++) {
+		peer *c = subs[i];
+		if (!c || c->phase != LIVE) continue;
+		c->read_budget += per * (int64_t)ticks;
+		if (c->read_budget > per) c->read_budget = per;
+		if (c->read_paused && c->read_budget > 0) {
+			struct epoll_event ev = {.events = EPOLLIN | (c->pollout ? EPOLLOUT : 0), .data.ptr = c};
+			epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+			c->read_paused = 0;
+		}
+	}
+}
+
 static void loop_once(int timeout_ms)
 {
 	static struct epoll_event evs[MAX_EVENTS];
@@ -718,6 +806,30 @@ static void loop_once(int timeout_ms)
 			if (read(tick_fd, &ticks, sizeof ticks) > 0) pump_due = 1;
 			continue;
 		}
+		if (evs[i].data.ptr == &rss_tag) {
+			uint64_t ticks;
+			if (read(rss_fd, &ticks, sizeof ticks) > 0) {
+				long kb = broker_rss_kb();
+				if (kb > rss_peak_kb) rss_peak_kb = kb;
+			}
+			continue;
+		}
+		if (evs[i].data.ptr == &kid_tag) {
+			/* one write of less than PIPE_BUF bytes arrives whole */
+			ssize_t n = read(kid_fd, &kid_result, sizeof kid_result);
+			if (n != (ssize_t)sizeof kid_result) {
+				if (n >= 0) record_error("publisher process: %s", n ? "short report" : "exited without a report");
+				kid_result.ok = 0;
+			}
+			epoll_ctl(ep, EPOLL_CTL_DEL, kid_fd, NULL);
+			kid_done = 1;
+			continue;
+		}
+		if (evs[i].data.ptr == &rate_tag) {
+			uint64_t ticks;
+			if (read(rate_fd, &ticks, sizeof ticks) > 0) refill_readers(ticks);
+			continue;
+		}
 		peer *c = evs[i].data.ptr;
 		uint32_t e = evs[i].events;
 		if (c->phase == GONE) continue;
@@ -727,6 +839,7 @@ static void loop_once(int timeout_ms)
 		}
 		if (e & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c, now);
 		if (c->phase != GONE && (e & EPOLLOUT)) flush_out(c);
+		if (c->phase != GONE && c->pollout && !publishing && !bb_len(&c->out)) want_pollout(c, 0);
 	}
 	if (publishing && pump_due && scen != LATENCY)
 		for (int i = 0; i < npubs; i++) pump(pubs[i], now);
@@ -752,6 +865,7 @@ static int any_gone(peer **v, int n)
 	return 0;
 }
 static int subs_ready(void) { return subs_live == nsubs || any_gone(subs, nsubs); }
+static int frozen_ready(void) { return frozen_live == nfrozen || any_gone(frozen, nfrozen); }
 static int pubs_ready(void) { return pubs_live == npubs || any_gone(pubs, npubs); }
 static int broken(void) { return any_gone(subs, nsubs) || any_gone(pubs, npubs); }
 static int drained(void)
@@ -764,12 +878,20 @@ static int drained(void)
 	return 1;
 }
 
+/* flood: QoS 0 loss never drains; done when nothing has arrived for 300 ms */
+static int64_t drain_from;
+static int flood_drained(void)
+{
+	int64_t last = last_rx_ns > drain_from ? last_rx_ns : drain_from;
+	return drained() || mono_ns() - last > 300000000LL;
+}
+
 /* send DISCONNECT everywhere, give the broker a moment to close first, then close */
 static void disconnect_all(double wait_s)
 {
-	peer **sets[3] = {pubs, subs, idles};
-	int counts[3] = {npubs, nsubs, nidles};
-	for (int k = 0; k < 3; k++)
+	peer **sets[4] = {pubs, subs, idles, frozen};
+	int counts[4] = {npubs, nsubs, nidles, nfrozen};
+	for (int k = 0; k < 4; k++)
 		for (int i = 0; i < counts[k]; i++) {
 			peer *c = sets[k][i];
 			if (!c || c->phase == GONE) continue;
@@ -779,17 +901,24 @@ static void disconnect_all(double wait_s)
 			}
 			enc_short(c, 0xE0, -1);
 			c->phase = BYE;
+			if (c->kind == FROZEN || c->read_paused) {
+				/* not in the epoll set (or not polling): read to the end from here on */
+				struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+				if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0) epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+				c->pollout = 0;
+				c->read_paused = 0;
+			}
 			flush_out(c);
 		}
 	int64_t deadline = mono_ns() + (int64_t)(wait_s * 1e9);
 	for (;;) {
 		int open = 0;
-		for (int k = 0; k < 3; k++)
+		for (int k = 0; k < 4; k++)
 			for (int i = 0; i < counts[k]; i++) open += sets[k][i] && sets[k][i]->phase != GONE;
 		if (!open || mono_ns() >= deadline) break;
 		loop_once(10);
 	}
-	for (int k = 0; k < 3; k++)
+	for (int k = 0; k < 4; k++)
 		for (int i = 0; i < counts[k]; i++)
 			if (sets[k][i]) peer_close(sets[k][i]);
 }
@@ -848,7 +977,7 @@ static long broker_rss_kb(void)
 
 typedef struct {
 	int64_t t;
-	uint64_t rx, tx;
+	uint64_t rx, tx, rx_bytes;
 	double cpu;
 	long long bticks;
 	int ncpu;
@@ -880,7 +1009,7 @@ static void read_proc_stat(snap_t *s)
 
 static snap_t take_snap(void)
 {
-	snap_t s = {mono_ns(), rx_total, tx_total, self_cpu_s(), broker_ticks(), 0, {0}, {0}};
+	snap_t s = {mono_ns(), rx_total, tx_total, rx_bytes, self_cpu_s(), broker_ticks(), 0, {0}, {0}};
 	read_proc_stat(&s);
 	return s;
 }
@@ -967,6 +1096,81 @@ static void build_wildcard(void)
 	}
 }
 
+static int kid_finished(void) { return kid_done; }
+static int pubs_acked(void)
+{
+	for (int p = 0; p < npubs; p++)
+		if (pubs[p]->phase == LIVE && pubs[p]->unacked > 0) return 0;
+	return 1;
+}
+
+static void write_all(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+	while (n > 0) {
+		ssize_t k = write(fd, p, n);
+		if (k < 0 && errno == EINTR) continue;
+		if (k <= 0) return;
+		p += k;
+		n -= (size_t)k;
+	}
+}
+
+/*
+ * flood --split, in the child: the publishers, in a process of their own, so that a broker that
+ * takes their bytes as fast as they come does not also delay the subscribers' reads and PUBACKs
+ * (one thread would serve both). Waits for "G" on go_fd, publishes for warm-up + duration, waits
+ * up to --drain for PUBACKs, reports on res_fd and exits.
+ */
+static void split_child(int go_fd, int res_fd)
+{
+	close(ep);
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0) _exit(3);
+	if (rss_fd >= 0) close(rss_fd);
+	rss_fd = -1;
+	for (int s = 0; s < nsubs; s++) close(subs[s]->fd);
+	for (int s = 0; s < nfrozen; s++) close(frozen[s]->fd);
+	nsubs = nfrozen = 0;
+	split_result r;
+	memset(&r, 0, sizeof r);
+	r.npubs = npubs;
+	int64_t setup_deadline = mono_ns() + (int64_t)(O.timeout * 1e9);
+	for (int p = 0; p < npubs; p++) {
+		peer *c = pubs[p] = peer_open(PUB, p, 16 * 1024);
+		snprintf(c->topic, sizeof c->topic, "lg/flood/%d", p);
+		c->topic_len = (uint16_t)strlen(c->topic);
+	}
+	run_until(pubs_ready, setup_deadline);
+	char ready = pubs_live == npubs ? 'R' : 'E';
+	write_all(res_fd, &ready, 1);
+	char go = 0;
+	if (ready == 'R' && read(go_fd, &go, 1) == 1 && go == 'G') {
+		int64_t t0 = mono_ns();
+		publishing = 1;
+		run_until(broken, t0 + (int64_t)(O.warmup * 1e9));
+		snap_t a = take_snap();
+		run_until(broken, a.t + (int64_t)(O.duration * 1e9));
+		snap_t b = take_snap();
+		publishing = 0;
+		run_until(pubs_acked, b.t + (int64_t)(O.drain * 1e9));
+		r.tx_a = a.tx;
+		r.tx_b = b.tx;
+		r.cpu = b.cpu - a.cpu;
+		r.ok = !broken();
+	}
+	for (int p = 0; p < npubs && p < SPLIT_MAX_PUBS; p++) {
+		r.next_seq[p] = pubs[p]->next_seq;
+		r.stalls[p] = pubs[p]->stalls;
+		r.unacked[p] = pubs[p]->unacked;
+	}
+	r.errors = nerrors;
+	memcpy(r.first_error, first_error, sizeof r.first_error);
+	write_all(res_fd, &r, sizeof r);
+	disconnect_all(2);
+	_exit(0);
+}
+
 static int run_traffic(void)
 {
 	npubs = O.pubs;
@@ -980,6 +1184,8 @@ static int run_traffic(void)
 
 	int measured = 0, all_drained = 0;
 	snap_t a = {0}, b = {0};
+	int split = 0, go_pipe[2] = {-1, -1};
+	pid_t kid = -1;
 	int64_t setup_deadline = mono_ns() + (int64_t)(O.timeout * 1e9);
 	for (int s = 0; s < nsubs; s++) subs[s] = peer_open(SUB, s, 256 * 1024);
 	run_until(subs_ready, setup_deadline);
@@ -987,11 +1193,57 @@ static int run_traffic(void)
 		record_error("%d of %d subscribers ready", subs_live, nsubs);
 		goto report;
 	}
-	for (int p = 0; p < npubs; p++) {
+	if (scen == FLOOD && O.frozen > 0) {
+		nfrozen = O.frozen;
+		frozen = calloc((size_t)nfrozen, sizeof *frozen);
+		if (!frozen) fatal("out of memory");
+		for (int s = 0; s < nfrozen; s++) frozen[s] = peer_open(FROZEN, s, 4096);
+		run_until(frozen_ready, setup_deadline);
+		if (frozen_live != nfrozen) {
+			record_error("%d of %d frozen subscribers ready", frozen_live, nfrozen);
+			goto report;
+		}
+	}
+	split = scen == FLOOD && O.split && npubs <= SPLIT_MAX_PUBS;
+	if (split) {
+		int res_pipe[2];
+		if (pipe2(go_pipe, O_CLOEXEC) < 0 || pipe2(res_pipe, O_CLOEXEC) < 0) fatal("pipe: %s", strerror(errno));
+		fflush(stdout);
+		fflush(stderr);
+		kid = fork();
+		if (kid < 0) fatal("fork: %s", strerror(errno));
+		if (kid == 0) {
+			close(go_pipe[1]);
+			close(res_pipe[0]);
+			split_child(go_pipe[0], res_pipe[1]);
+		}
+		close(go_pipe[0]);
+		close(res_pipe[1]);
+		kid_fd = res_pipe[0];
+		char ready = 0;
+		if (read(kid_fd, &ready, 1) != 1 || ready != 'R') {
+			record_error("publisher process: publishers not ready");
+			goto report;
+		}
+		/* stand-ins, filled from the child's report; never pumped (publishing stays 0 here) */
+		for (int p = 0; p < npubs; p++) {
+			pubs[p] = calloc(1, sizeof *pubs[p]);
+			if (!pubs[p]) fatal("out of memory");
+			pubs[p]->fd = -1;
+			pubs[p]->id = p;
+			pubs[p]->kind = PUB;
+			pubs[p]->phase = LIVE;
+		}
+		pubs_live = npubs;
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &kid_tag};
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, kid_fd, &ev) < 0) fatal("epoll_ctl: %s", strerror(errno));
+	}
+	for (int p = 0; p < npubs && !split; p++) {
 		peer *c = pubs[p] = peer_open(PUB, p, 16 * 1024);
 		if (scen == FANIN) snprintf(c->topic, sizeof c->topic, "lg/in/%d", p);
 		else if (scen == QOS1) snprintf(c->topic, sizeof c->topic, "lg/q1/%d", p);
 		else if (scen == FANOUT) snprintf(c->topic, sizeof c->topic, "lg/out");
+		else if (scen == FLOOD) snprintf(c->topic, sizeof c->topic, "lg/flood/%d", p);
 		else snprintf(c->topic, sizeof c->topic, "lg/lat");
 		c->topic_len = (uint16_t)strlen(c->topic);
 	}
@@ -1007,9 +1259,21 @@ static int run_traffic(void)
 	} else if (O.tick_us > 0) {
 		tick_fd = periodic_timer(O.tick_us * 1000LL, &tick_tag);
 	}
+	long rss_idle = -1, rss_end = -1, rss_drained = -1;
+	if (scen == FLOOD) {
+		/* idle: every client connected and subscribed, nothing published yet */
+		run_until(NULL, mono_ns() + 200000000LL);
+		rss_idle = rss_peak_kb = broker_rss_kb();
+		if (O.pid > 0) rss_fd = periodic_timer((int64_t)(O.rss_every * 1e9), &rss_tag);
+		if (O.sub_rate > 0) {
+			rate_fd = periodic_timer(RATE_TICK_NS, &rate_tag);
+			refill_readers(1);
+		}
+	}
 	int64_t t0 = mono_ns();
 	for (int p = 0; p < npubs; p++) pubs[p]->gate_time = t0;
-	publishing = 1;
+	if (split) write_all(go_pipe[1], "G", 1);
+	else publishing = 1;
 	run_until(broken, t0 + (int64_t)(O.warmup * 1e9));
 	if (broken()) goto report;
 	a = take_snap();
@@ -1020,6 +1284,15 @@ static int run_traffic(void)
 	lat_to = b.t;
 	measured = 1;
 	publishing = 0;
+	if (scen == FLOOD) {
+		rss_end = broker_rss_kb();
+		if (rss_end > rss_peak_kb) rss_peak_kb = rss_end;
+		if (rss_fd >= 0) { /* the peak is the flood's: stop sampling */
+			epoll_ctl(ep, EPOLL_CTL_DEL, rss_fd, NULL);
+			close(rss_fd);
+			rss_fd = -1;
+		}
+	}
 	if (timer_fd >= 0) {
 		struct itimerspec off = {{0, 0}, {0, 0}};
 		timerfd_settime(timer_fd, 0, &off, NULL);
@@ -1029,9 +1302,37 @@ static int run_traffic(void)
 		close(tick_fd);
 		tick_fd = -1;
 	}
-	all_drained = run_until(drained, b.t + (int64_t)(O.drain * 1e9));
+	if (split) {
+		/* the child reports after its own wait for PUBACKs (at most --drain) */
+		run_until(kid_finished, b.t + (int64_t)((O.drain + 5) * 1e9));
+		if (!kid_done) record_error("publisher process: no report");
+		for (int p = 0; p < npubs; p++) {
+			pubs[p]->next_seq = kid_result.next_seq[p];
+			pubs[p]->stalls = kid_result.stalls[p];
+			pubs[p]->unacked = kid_result.unacked[p];
+		}
+		a.tx = kid_result.tx_a;
+		b.tx = kid_result.tx_b;
+		b.cpu += kid_result.cpu; /* loadgen CPU: both processes */
+		nerrors += kid_result.errors;
+		if (!first_error[0] && kid_result.first_error[0])
+			memcpy(first_error, kid_result.first_error, sizeof first_error);
+		if (kid_done && !kid_result.ok && !nerrors) record_error("publisher process: the run broke");
+	}
+	drain_from = split ? mono_ns() : b.t;
+	all_drained = run_until(scen == FLOOD ? flood_drained : drained, b.t + (int64_t)(O.drain * 1e9) +
+	                        (split ? (int64_t)(O.drain * 1e9) : 0));
+	if (scen == FLOOD) all_drained = drained(), rss_drained = broker_rss_kb();
 
 report:;
+	if (kid > 0) {
+		/* the stand-ins have no socket: nothing to disconnect */
+		for (int p = 0; p < npubs; p++)
+			if (pubs[p]) pubs[p]->phase = GONE;
+		close(go_pipe[1]);
+		int status;
+		waitpid(kid, &status, 0);
+	}
 	uint64_t sent = 0, distinct = 0, dup = 0, reorder = 0, stalls = 0, unacked = 0;
 	long long lost = 0;
 	for (int p = 0; p < npubs; p++) {
@@ -1059,7 +1360,9 @@ report:;
 	jint("subs", nsubs);
 	jint("qos", O.qos);
 	jint("size", O.size);
-	jint("window", O.window);
+	if (O.size_max > O.size) jint("size_max", O.size_max);
+	if (scen == FLOOD) jint("frozen", nfrozen);
+	if (scen != FLOOD) jint("window", O.window);
 	if (O.qos) jint("inflight", O.inflight);
 	jint("tick_us", O.tick_us);
 	jnum("warmup_s", O.warmup);
@@ -1082,6 +1385,18 @@ report:;
 		jnum("duration_s", el);
 		jfix("rate", (double)(b.rx - a.rx) / el);
 		jfix("pub_rate", (double)(b.tx - a.tx) / el);
+		if (scen == FLOOD) {
+			/* healthy subscribers: what share of what was published (over the whole run) they got */
+			jfix("delivered_pct", sent ? 100.0 * (double)distinct / ((double)sent * nsubs) : -1);
+			jfix("lost_pct", sent ? 100.0 * (double)lost / ((double)sent * nsubs) : -1);
+			jfix("rx_mb_s", (double)(b.rx_bytes - a.rx_bytes) / el / 1e6);
+			if (O.sub_rate > 0) jnum("sub_rate", O.sub_rate);
+			jint("rss_idle_kb", rss_idle);
+			jint("rss_peak_kb", rss_peak_kb);
+			jint("rss_end_kb", rss_end);
+			jint("rss_drained_kb", rss_drained);
+			jint("rss_growth_kb", rss_idle >= 0 && rss_peak_kb >= 0 ? rss_peak_kb - rss_idle : -1);
+		}
 		put_cpu(&a, &b);
 		if (scen == LATENCY) {
 			qsort(lat, nlat, sizeof *lat, cmp_i64);
@@ -1267,7 +1582,7 @@ static void usage(FILE *to, int status)
 {
 	fprintf(to,
 	        "usage: loadgen SCENARIO [options]\n"
-	        "  SCENARIO  fanin | fanout | qos1 | latency | conns | wildcard | probe\n"
+	        "  SCENARIO  fanin | fanout | qos1 | latency | conns | wildcard | probe | flood\n"
 	        "  --host A          broker IPv4 address (127.0.0.1)\n"
 	        "  --port N          broker port (1883)\n"
 	        "  --sub-port N      subscribers connect to this port instead (another cluster node)\n"
@@ -1278,7 +1593,8 @@ static void usage(FILE *to, int status)
 	        "  --pubs N          publishers (fanin, qos1: 8; wildcard: 4; else 1)\n"
 	        "  --subs N          subscribers (fanout: 16; wildcard: 8; else 1)\n"
 	        "  --qos N           0 or 1 (qos1: 1, else 0)\n"
-	        "  --size N          payload bytes, >= 24 (64)\n"
+	        "  --size N          payload bytes, >= 24 (64); with --size-max the smallest\n"
+	        "  --size-max N      payload sizes uniform in [--size, N] (flood: 64..4096)\n"
 	        "  --window N        per publisher: sent and not yet received by every receiver (400)\n"
 	        "  --wbatch N        refill the window when this many slots are free (window/8)\n"
 	        "  --inflight N      QoS 1: PUBLISH without PUBACK per publisher (16)\n"
@@ -1296,6 +1612,13 @@ static void usage(FILE *to, int status)
 	        "  --tick-us N       publishers refill at most once per N microseconds, 0 = after every\n"
 	        "                    wake-up (qos1: 100, else 0); fewer, larger writes per PUBACK\n"
 	        "  --pgid N          probe: report which process of group N holds the listening socket\n"
+	        "  --frozen N        flood: N more subscribers that subscribe, then never read (0)\n"
+	        "  --sub-rate B      flood: subscribers read at most B bytes/s (0 = as fast as they can)\n"
+	        "  --rss-every S     flood: sample the broker's VmRSS every S seconds (0.05)\n"
+	        "  --no-split        flood: publishers in this process too (default: a child process\n"
+	        "                    runs them, up to 100, so that they cannot delay the subscribers)\n"
+	        "  flood: publishers write as fast as the socket takes it (no window; QoS 1: at most\n"
+	        "         --inflight unacknowledged, default 65000); loss is reported, not a failure\n"
 	        "  --label STR       copied into the JSON line\n"
 	        "  --verbose         diagnostics on stderr\n");
 	exit(status);
@@ -1323,7 +1646,8 @@ int main(int argc, char **argv)
 	}
 	enum { o_host = 256, o_port, o_pid, o_duration, o_warmup, o_drain, o_pubs, o_subs, o_qos, o_size, o_window,
 	       o_wbatch, o_inflight, o_qbatch, o_rate, o_conns, o_conc, o_filters, o_per_subscribe, o_settle,
-	       o_timeout, o_keepalive, o_seed, o_tick_us, o_pgid, o_label, o_persistent_subs, o_verbose, o_help, o_sub_port };
+	       o_timeout, o_keepalive, o_seed, o_tick_us, o_pgid, o_label, o_persistent_subs, o_verbose,
+	       o_size_max, o_frozen, o_sub_rate, o_rss_every, o_no_split, o_help, o_sub_port };
 	static const struct option longs[] = {
 	    {"host", 1, 0, o_host}, {"port", 1, 0, o_port}, {"sub-port", 1, 0, o_sub_port}, {"pid", 1, 0, o_pid}, {"duration", 1, 0, o_duration},
 	    {"warmup", 1, 0, o_warmup}, {"drain", 1, 0, o_drain}, {"pubs", 1, 0, o_pubs}, {"subs", 1, 0, o_subs},
@@ -1333,9 +1657,11 @@ int main(int argc, char **argv)
 	    {"per-subscribe", 1, 0, o_per_subscribe}, {"settle", 1, 0, o_settle}, {"timeout", 1, 0, o_timeout},
 	    {"keepalive", 1, 0, o_keepalive}, {"seed", 1, 0, o_seed}, {"tick-us", 1, 0, o_tick_us}, {"pgid", 1, 0, o_pgid},
 	    {"label", 1, 0, o_label}, {"persistent-subs", 0, 0, o_persistent_subs},
-	    {"verbose", 0, 0, o_verbose}, {"help", 0, 0, o_help}, {0, 0, 0, 0}};
+	    {"verbose", 0, 0, o_verbose}, {"size-max", 1, 0, o_size_max}, {"frozen", 1, 0, o_frozen},
+	    {"sub-rate", 1, 0, o_sub_rate}, {"rss-every", 1, 0, o_rss_every}, {"no-split", 0, 0, o_no_split},
+	    {"help", 0, 0, o_help}, {0, 0, 0, 0}};
 	optind = 2;
-	int o;
+	int o, inflight_set = 0;
 	while ((o = getopt_long(argc, argv, "", longs, NULL)) != -1) {
 		const char *name = o >= o_host && o <= o_help ? longs[o - o_host].name : "?";
 		switch (o) {
@@ -1352,7 +1678,7 @@ int main(int argc, char **argv)
 		case o_size: O.size = (int)num_arg(name, optarg, HDR_BYTES, 16 << 20); break;
 		case o_window: O.window = (int)num_arg(name, optarg, 1, 1 << 20); break;
 		case o_wbatch: O.wbatch = (int)num_arg(name, optarg, 1, 1 << 20); break;
-		case o_inflight: O.inflight = (int)num_arg(name, optarg, 1, 65000); break;
+		case o_inflight: O.inflight = (int)num_arg(name, optarg, 1, 65000); inflight_set = 1; break;
 		case o_qbatch: O.qbatch = (int)num_arg(name, optarg, 1, 65000); break;
 		case o_rate: O.rate = num_arg(name, optarg, 1, 1e6); break;
 		case o_conns: O.conns = (int)num_arg(name, optarg, 1, 1000000); break;
@@ -1368,6 +1694,11 @@ int main(int argc, char **argv)
 		case o_label: O.label = optarg; break;
 		case o_persistent_subs: O.persistent_subs = 1; break;
 		case o_verbose: O.verbose = 1; break;
+		case o_size_max: O.size_max = (int)num_arg(name, optarg, HDR_BYTES, 16 << 20); break;
+		case o_frozen: O.frozen = (int)num_arg(name, optarg, 0, 10000); break;
+		case o_sub_rate: O.sub_rate = num_arg(name, optarg, 0, 1e12); break;
+		case o_rss_every: O.rss_every = num_arg(name, optarg, 0.001, 60); break;
+		case o_no_split: O.split = 0; break;
 		case o_help: usage(stdout, 0); break;
 		default: usage(stderr, 2);
 		}
@@ -1392,6 +1723,11 @@ int main(int argc, char **argv)
 	 * the tick batches the writes instead */
 	if (O.qbatch < 0) O.qbatch = 1;
 	if (O.tick_us < 0) O.tick_us = scen == QOS1 ? 100 : 0;
+	if (scen == FLOOD) {
+		if (O.size_max < 0 && O.size == 64) O.size_max = 4096;
+		if (!inflight_set) O.inflight = 65000;
+	}
+	if (O.size_max >= 0 && O.size_max < O.size) fatal("--size-max must be at least --size");
 	if (O.wbatch > O.window) O.wbatch = O.window;
 	if (O.qbatch > O.inflight) O.qbatch = O.inflight;
 	if (scen == LATENCY) O.pubs = 1;

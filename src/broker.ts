@@ -4,13 +4,14 @@
  *
  * @module
  */
-import type { QoS, Will } from "./codec/packet.ts";
+import { type Properties, type QoS, REASON, type Will } from "./codec/packet.ts";
 import { Decoder } from "./codec/decoder.ts";
 import { utf8Length } from "./codec/encoder.ts";
 import { Connection } from "./connection.ts";
-import type { BrokerContext, Hooks, StateMirror } from "./context.ts";
+import type { BrokerContext, Flushable, Hooks, StateMirror } from "./context.ts";
 import type { BrokerEventMap } from "./events.ts";
 import type {
+  AuthenticateEnhancedHook,
   AuthenticateHook,
   AuthorizeForwardHook,
   AuthorizePublishHook,
@@ -19,12 +20,14 @@ import type {
   RemoteAddress,
 } from "./hooks.ts";
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from "./logger.ts";
-import { Message } from "./message.ts";
+import { forwardedProperties, Message } from "./message.ts";
 import { type Limits, resolveLimits } from "./options.ts";
 import { RetainedStore } from "./retained_store.ts";
 import { Router } from "./router.ts";
+import { SessionRegistry } from "./session/registry.ts";
 import type { Outgoing, Session, SessionContext } from "./session/session.ts";
 import { type BrokerStats, Counters } from "./stats.ts";
+import { parseSharedFilter } from "./topic/shared.ts";
 import { validateTopicName } from "./topic/topic.ts";
 import { DurableState, restoreState } from "./durable_state.ts";
 import type { Persistence } from "./persistence/persistence.ts";
@@ -46,6 +49,16 @@ export interface BrokerOptions {
   limits?: Partial<Limits>;
   /** Decides whether a CONNECT is accepted. Default: everyone. */
   authenticate?: AuthenticateHook;
+  /**
+   * Decides 5.0 enhanced authentication (AUTH exchanges, re-authentication) for a CONNECT with an
+   * Authentication Method. Without it such a CONNECT gets CONNACK 0x8C.
+   */
+  authenticateEnhanced?: AuthenticateEnhancedHook;
+  /**
+   * 5.0 Response Information: a client that requests it gets this prefix followed by its client
+   * id in CONNACK, as the base of its response topics. Default "" (none sent).
+   */
+  responseInformation?: string;
   /** Decides whether a client may publish to a topic. Default: all but `$SYS/…`. */
   authorizePublish?: AuthorizePublishHook;
   /** Decides a subscription. Default: every valid filter at the requested QoS. */
@@ -124,6 +137,19 @@ export interface PublishOptions {
   qos?: QoS;
   /** Default false. */
   retain?: boolean;
+  /**
+   * 5.0 properties forwarded to 5.0 subscribers (payload format, content type, response topic,
+   * correlation data, user properties) and the Message Expiry Interval in seconds.
+   */
+  properties?: Pick<
+    Properties,
+    | "payloadFormatIndicator"
+    | "contentType"
+    | "responseTopic"
+    | "correlationData"
+    | "userProperties"
+    | "messageExpiryInterval"
+  >;
 }
 
 /** A listener for one broker event. */
@@ -158,7 +184,7 @@ function remoteOf(conn: BrokerConn, transport: string): RemoteAddress | undefine
 }
 
 /**
- * An MQTT 3.1.1 broker. Two brokers in one process share nothing.
+ * An MQTT 5.0 and 3.1.1 broker. Two brokers in one process share nothing.
  *
  * @example Start a broker, publish from the process, stop it
  * ```ts
@@ -175,7 +201,7 @@ export class Broker extends EventTarget {
   readonly #counters = new Counters();
   readonly #router = new Router();
   readonly #retained: RetainedStore;
-  readonly #sessions = new Map<string, Session>();
+  readonly #registry: SessionRegistry;
   readonly #connections = new Set<Connection>();
   readonly #listeners = new Set<{ close(): void; done: Promise<void> }>();
   readonly #handlers = new Map<string, Set<unknown>>();
@@ -186,10 +212,11 @@ export class Broker extends EventTarget {
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #sysTimer: ReturnType<typeof setInterval> | undefined;
   readonly #startedAt = Date.now();
-  #nextExpiry = 0;
+  // Epoch ms at which the retained store may hold an expired message (5.0 Message Expiry).
+  #retainedExpiry = Infinity;
   // Connections with bytes queued this turn, written together once the turn's reads are done.
-  #dirty: Connection[] = [];
-  #spare: Connection[] = [];
+  #dirty: Flushable[] = [];
+  #spare: Flushable[] = [];
   #flushScheduled = false;
   readonly #flushAll = () => {
     this.#flushScheduled = false;
@@ -211,7 +238,7 @@ export class Broker extends EventTarget {
     this.#flushScheduled = false;
     const dirty = this.#dirty;
     this.#dirty = [];
-    for (const connection of dirty) connection.close("persistence failed", false);
+    for (const connection of dirty) (connection as Connection).close("persistence failed", false);
   };
   #refusing = 0;
   #closed = false;
@@ -219,6 +246,7 @@ export class Broker extends EventTarget {
   #ready: Promise<void>;
   #store: Persistence | undefined;
   #cluster: ClusterLink | undefined;
+  #sessionContext: SessionContext;
   #seam: ClusterSeam | undefined;
   #clustered = false;
   // Sessions handed to another node that still collect messages until it has taken them.
@@ -237,6 +265,7 @@ export class Broker extends EventTarget {
     for (
       const hook of [
         "authenticate",
+        "authenticateEnhanced",
         "authorizePublish",
         "authorizeSubscribe",
         "authorizeForward",
@@ -257,14 +286,16 @@ export class Broker extends EventTarget {
       );
     }
     this.#log = options.logger ?? createLogger(options.logLevel ?? "info");
+    this.#counters.memory.limit = this.#limits.memoryLimit;
     this.#retained = new RetainedStore(this.#limits, this.#counters);
-    const sessionContext: SessionContext = {
+    const sessionContext: SessionContext = this.#sessionContext = {
       limits: this.#limits,
       counters: this.#counters,
       authorizeForward: options.authorizeForward,
     };
     const hooks: Hooks = {
       authenticate: options.authenticate,
+      authenticateEnhanced: options.authenticateEnhanced,
       authorizePublish: options.authorizePublish,
       authorizeSubscribe: options.authorizeSubscribe,
     };
@@ -273,17 +304,30 @@ export class Broker extends EventTarget {
     const broker = this;
     const prefix = `auto-${crypto.randomUUID().slice(0, 8)}-`;
     const logConnections = options.logConnections === true && this.#log.enabled("info");
+    const responseInformation = options.responseInformation ?? "";
+    if (typeof responseInformation !== "string") {
+      throw new TypeError(`Broker option "responseInformation" must be a string`);
+    }
+    this.#registry = new SessionRegistry({
+      limits: this.#limits,
+      sessionContext,
+      unsubscribeAll: (session) => this.#router.unsubscribeAll(session),
+      sessionSaved: (session) => this.#mirror?.sessionSaved(session),
+      sessionDeleted: (session) => this.#mirror?.sessionDeleted(session),
+      publishWill: (client, will) => this.#publishWill(client, will),
+      debug: (line) => this.#log.debug(line),
+      ended: (session) => this.#cluster?.sessionDeleted(session.clientId),
+    });
     this.#ctx = {
       now: 0,
       logConnections,
       limits: this.#limits,
+      responseInformation,
       decoder: new Decoder({ maxPacketSize: this.#limits.maxPacketSize }),
       counters: this.#counters,
       router: this.#router,
       retained: this.#retained,
-      sessions: this.#sessions,
-      connections: this.#connections,
-      sessionContext,
+      registry: this.#registry,
       hooks,
       log: this.#log,
       get mirror() {
@@ -293,17 +337,24 @@ export class Broker extends EventTarget {
         return broker.#seam;
       },
       publish: (message, from) => this.#publish(message, from),
+      publishWill: (client, will) => this.#publishWill(client, will),
       emit: (type, detail) => this.#emit(type, detail),
       listening: (type) => (this.#handlers.get(type)?.size ?? 0) > 0,
-      endSession: (session) => this.#endSession(session),
-      connectionClosed: (connection, will, reason) =>
-        this.#connectionClosed(connection, will, reason),
+      connectionClosed: (link, will, reason) =>
+        this.#connectionClosed(link as Connection, will, reason),
       generateClientId: () => prefix + (++nextId).toString(36),
       scheduleFlush: (connection) => {
         this.#dirty.push(connection);
         if (!this.#flushScheduled) {
           this.#flushScheduled = true;
-          setImmediate(this.#flushTurn);
+          // Without a store, at the end of the current batch of promise jobs: every read that
+          // completed in this poll has been dispatched by then, so one write per socket still
+          // carries what they queued (fan-out, fan-in), and a socket that always has data cannot
+          // hold writes back (a setImmediate waits for the read loop to leave the microtask
+          // queue, which a flooding socket never does). With a store, once per turn, so a
+          // group commit covers the turn.
+          if (this.#store === undefined) queueMicrotask(this.#flushTurn);
+          else setImmediate(this.#flushTurn);
         }
       },
     };
@@ -319,8 +370,15 @@ export class Broker extends EventTarget {
         log: this.#log,
         router: this.#router,
         retained: this.#retained,
-        sessions: this.#sessions,
+        sessions: this.#registry.sessions,
         sessionContext,
+      }).then((restored) => {
+        for (const session of this.#registry.sessions.values()) this.#registry.restored(session);
+        // Wills of sessions that ended while the broker was down are published now; delayed
+        // wills that came due meanwhile go out with the first sweep.
+        for (const { client, will } of restored.dueWills) this.#publishWill(client, will);
+        this.#retainedExpiry = Date.now();
+        this.#startSweep();
       });
       // Reported through ready/listen/handle; never an unhandled rejection.
       this.#ready.catch(() => {});
@@ -355,30 +413,45 @@ export class Broker extends EventTarget {
       deliver: (message) => {
         if (!this.#closed) this.#router.route(message);
       },
+      deliverShared: (group, filter, message) =>
+        !this.#closed && this.#router.deliverShared(group, filter, message),
       setRetained: (message) => {
         const result = this.#retained.set(message);
         if (result !== "full" && result !== "none") inner?.retainedChanged(message);
       },
       release: (clientId, handOver, phase, idOf) => {
-        const session = this.#sessions.get(clientId);
+        const session = this.#registry.sessions.get(clientId);
         const leaving = this.#leaving.get(clientId);
         if (phase === 2) {
           if (leaving === undefined || session !== leaving.session) return undefined;
           this.#leaving.delete(clientId);
           clearTimeout(leaving.timer);
           const late = exportSession(session, idOf, leaving.sent);
-          this.#endSession(session);
+          this.#registry.end(session);
           return late;
         }
         if (session === undefined) return undefined;
         const old = session.link as Connection | undefined;
         if (old !== undefined) {
+          // As a local takeover: the will now, unless it has a delay and the session goes on
+          // [MQTT-3.1.3-9]; a 5.0 client is told DISCONNECT 0x8E first [MQTT-3.1.4-3].
           old.session = undefined;
           session.link = undefined;
-          old.close("taken over by a connection on another node");
+          const will = old.will;
+          old.will = undefined;
+          if (will !== undefined) {
+            const delayed = (will.properties?.willDelayInterval ?? 0) > 0 && handOver &&
+              !session.clean;
+            if (!delayed) this.#publishWill(old.client, will);
+          }
+          old.disconnect(
+            REASON.sessionTakenOver,
+            "taken over by a connection on another node",
+            false,
+          );
         }
         if (!handOver || session.clean) {
-          this.#endSession(session);
+          this.#registry.end(session);
           return undefined;
         }
         // It keeps collecting until the new node has its subscriptions in place (phase 2).
@@ -387,7 +460,7 @@ export class Broker extends EventTarget {
         const timer = setTimeout(() => {
           if (this.#leaving.get(clientId)?.session !== session) return;
           this.#leaving.delete(clientId);
-          if (this.#sessions.get(clientId) === session) this.#endSession(session);
+          if (this.#registry.sessions.get(clientId) === session) this.#registry.end(session);
         }, 10_000);
         Deno.unrefTimer(timer);
         this.#leaving.set(clientId, { session, sent: new Set(session.outgoing()), timer });
@@ -399,16 +472,16 @@ export class Broker extends EventTarget {
     this.#cluster = link;
     this.#mirror = clusterMirror(inner, link);
     const target = {
-      sessions: this.#sessions,
+      sessions: this.#registry.sessions,
       router: this.#router,
-      sessionContext: this.#ctx.sessionContext,
+      sessionContext: this.#sessionContext,
     };
     this.#seam = {
       claim: (clientId, clean) => link.claim(clientId, clean),
       adopt: (clientId, client, state) => {
         const session = adoptSession(target, clientId, client, state);
         link.adopted(clientId, (late) => {
-          if (this.#sessions.get(clientId) !== session) return;
+          if (this.#registry.sessions.get(clientId) !== session) return;
           const have = new Set<string>();
           for (const entry of session.outgoing()) {
             const id = link.idOf(entry.message);
@@ -421,9 +494,17 @@ export class Broker extends EventTarget {
     };
     this.#router.interest = (filter, change) =>
       change === 1 ? link.filterAdded(filter) : link.filterRemoved(filter);
+    // From now on a shared group's messages reach its local members only through the cluster,
+    // which picks one member cluster-wide (this node's own publishes included).
+    this.#router.sharedInterest = (group, filter, change) =>
+      change === 1 ? link.sharedAdded(group, filter) : link.sharedRemoved(group, filter);
     // Sessions restored from the store subscribed before the link was there.
-    for (const session of this.#sessions.values()) {
-      for (const filter of session.subscriptions.keys()) link.filterAdded(filter);
+    for (const session of this.#registry.sessions.values()) {
+      for (const filter of session.subscriptions.keys()) {
+        const shared = parseSharedFilter(filter);
+        if (shared === undefined) link.filterAdded(filter);
+        else link.sharedAdded(shared.group, shared.filter);
+      }
     }
     await link.restored();
   }
@@ -698,22 +779,13 @@ export class Broker extends EventTarget {
     const now = Date.now();
     const clock = this.#ctx.now = now - this.#startedAt;
     for (const connection of this.#connections) connection.check(clock);
-    if (now >= this.#nextExpiry) this.#expireSessions(now);
-  }
-
-  // One pass over the sessions only when the earliest known expiry has come.
-  #expireSessions(now: number): void {
-    let next = Infinity;
-    for (const session of this.#sessions.values()) {
-      if (session.link !== undefined || session.expiresAt === 0) continue;
-      if (session.expiresAt <= now) {
-        this.#log.debug(`session ${JSON.stringify(session.clientId)} expired`);
-        this.#endSession(session);
-      } else if (session.expiresAt < next) {
-        next = session.expiresAt;
-      }
+    this.#registry.sweep(now);
+    // Expired retained messages are skipped when matched; this frees them in the meantime, a
+    // pass at most once a minute and only while some retained message has an expiry.
+    if (now >= this.#retainedExpiry) {
+      this.#retained.removeExpired(now);
+      this.#retainedExpiry = now + 60_000;
     }
-    this.#nextExpiry = next;
   }
 
   // Connections whose CONNECT was accepted (not sockets still before CONNECT).
@@ -723,33 +795,21 @@ export class Broker extends EventTarget {
     return n;
   }
 
-  #endSession(session: Session): void {
-    this.#router.unsubscribeAll(session);
-    session.discard();
-    this.#sessions.delete(session.clientId);
-    if (!session.clean) this.#mirror?.sessionDeleted(session);
-    this.#cluster?.sessionDeleted(session.clientId);
-  }
-
   #connectionClosed(connection: Connection, will: Will | undefined, reason: string): void {
     this.#connections.delete(connection);
     if (connection.overLimit) this.#refusing--;
     const session = connection.session;
+    // The broker going away publishes no will, now or later.
+    const left = this.#closed ? undefined : will;
+    // Published now: no Will Delay, or a session that ends with this connection (whichever first).
+    const willPublished = left !== undefined &&
+      ((left.properties?.willDelayInterval ?? 0) === 0 || session === undefined ||
+        session.link !== connection || session.clean);
     if (session !== undefined && session.link === connection) {
-      session.link = undefined;
-      if (session.clean) {
-        this.#endSession(session);
-      } else {
-        const expiry = this.#limits.sessionExpiryMs;
-        session.expiresAt = expiry === 0 ? 0 : Date.now() + expiry;
-        if (session.expiresAt !== 0 && session.expiresAt < this.#nextExpiry) {
-          this.#nextExpiry = session.expiresAt;
-        }
-        this.#mirror?.sessionSaved(session);
-      }
+      this.#registry.detach(session, left, connection.client);
+    } else if (left !== undefined) {
+      this.#publishWill(connection.client, left);
     }
-    const willPublished = will !== undefined && !this.#closed;
-    if (willPublished) this.#publishWill(connection.client, will!);
     if (connection.connected) {
       if (this.#ctx.logConnections || this.#log.enabled("debug")) {
         const line = `client ${JSON.stringify(connection.client.clientId)} disconnected: ${reason}`;
@@ -764,14 +824,31 @@ export class Broker extends EventTarget {
 
   // [MQTT-3.1.2-8] the will is published when the connection ends without DISCONNECT.
   #publishWill(client: ClientInfo, will: Will): void {
-    const message = new Message(will.topic, will.payload, will.qos, will.retain);
+    if (this.#closed) return;
+    const props = will.properties;
+    const properties = forwardedProperties(props);
+    let expiresAt = 0;
+    const expiry = props?.messageExpiryInterval;
+    if (expiry !== undefined) {
+      const max = this.#limits.maxMessageExpiry;
+      expiresAt = Date.now() + (expiry > max ? max : expiry) * 1000;
+    }
+    const message = new Message(
+      will.topic,
+      will.payload,
+      will.qos,
+      will.retain,
+      properties,
+      expiresAt,
+      client.clientId,
+    );
     const authorize = this.#ctx.hooks.authorizePublish;
     if (authorize === undefined) {
       this.#publish(message, client);
       return;
     }
     Promise.resolve()
-      .then(() => authorize(client, will.topic, will.qos, will.retain))
+      .then(() => authorize(client, will.topic, will.qos, will.retain, properties))
       .then((allowed) => {
         if (allowed === true && !this.#closed) this.#publish(message, client);
         else this.#counters.dropped.notAuthorized++;
@@ -779,24 +856,31 @@ export class Broker extends EventTarget {
       .catch((error) => this.#log.error(`authorizePublish threw for a will: ${error}`));
   }
 
-  #publish(message: Message, from: ClientInfo | undefined): void {
+  #publish(message: Message, from: ClientInfo | undefined): number {
     let retainedChanged = false;
     if (message.retain) {
+      if (message.expiresAt !== 0 && message.expiresAt < this.#retainedExpiry) {
+        this.#retainedExpiry = message.expiresAt;
+      }
       const result = this.#retained.set(message);
       retainedChanged = result !== "full" && result !== "none";
       if (retainedChanged) this.#mirror?.retainedChanged(message);
     }
-    this.#router.route(message);
+    const delivered = this.#router.route(message);
     this.#cluster?.forward(message, retainedChanged);
     if (this.#ctx.listening("publish")) {
-      this.#emit("publish", {
+      const detail: BrokerEventMap["publish"] = {
         client: from,
         topic: message.topic,
         payload: message.payload,
         qos: message.qos,
         retain: message.retain,
-      });
+      };
+      if (message.properties !== undefined) detail.properties = message.properties;
+      if (message.expiresAt !== 0) detail.expiresAt = message.expiresAt;
+      this.#emit("publish", detail);
     }
+    return delivered;
   }
 
   /**
@@ -838,8 +922,26 @@ export class Broker extends EventTarget {
         ),
       );
     }
+    const props = options.properties;
+    if (props !== undefined && (props === null || typeof props !== "object")) {
+      return Promise.reject(new TypeError("publish: properties must be an object"));
+    }
+    let expiresAt = 0;
+    const expiry = props?.messageExpiryInterval;
+    if (expiry !== undefined) {
+      if (!Number.isInteger(expiry) || expiry < 0 || expiry > 0xffff_ffff) {
+        return Promise.reject(
+          new RangeError("publish: messageExpiryInterval must be an integer of 0..4294967295"),
+        );
+      }
+      const max = this.#limits.maxMessageExpiry;
+      expiresAt = Date.now() + (expiry > max ? max : expiry) * 1000;
+    }
     this.#counters.messagesIn++;
-    this.#publish(new Message(topic, payload, qos, retain === true), undefined);
+    this.#publish(
+      new Message(topic, payload, qos, retain === true, forwardedProperties(props), expiresAt),
+      undefined,
+    );
     return this.#mirror?.durable() ?? Promise.resolve();
   }
 
@@ -848,7 +950,7 @@ export class Broker extends EventTarget {
     const c = this.#counters;
     return {
       connections: this.#connections.size,
-      sessions: this.#sessions.size,
+      sessions: this.#registry.size,
       subscriptions: this.#router.size,
       retained: this.#retained.size,
       retainedBytes: this.#retained.bytes,
@@ -861,6 +963,8 @@ export class Broker extends EventTarget {
       connectionsTotal: c.connectionsTotal,
       connectionsRefused: c.connectionsRefused,
       protocolErrors: c.protocolErrors,
+      memoryUsed: c.memory.used,
+      memoryPauses: c.memoryPauses,
       dropped: { ...c.dropped },
       ...(this.#cluster === undefined ? {} : { cluster: this.#cluster.stats() }),
     };
@@ -881,7 +985,10 @@ export class Broker extends EventTarget {
     for (const listener of listeners) listener.close();
     await Promise.all(listeners.map((l) => l.done));
     const connections = [...this.#connections];
-    for (const connection of connections) connection.close("broker shutting down", false);
+    // 5.0 clients are told why: DISCONNECT 0x8B server shutting down.
+    for (const connection of connections) {
+      connection.disconnect(REASON.serverShuttingDown, "broker shutting down", false);
+    }
     await Promise.all(connections.map((c) => c.closed));
     if (this.#clustered) {
       await this.#ready.catch(() => {});

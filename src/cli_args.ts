@@ -6,7 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { LOG_LEVELS, type LogLevel } from "./logger.ts";
-import { DEFAULT_LIMITS, LIMIT_RANGES, type Limits } from "./options.ts";
+import { DEFAULT_LIMITS, isBooleanLimit, LIMIT_RANGES, limitFlag, type Limits } from "./options.ts";
 
 import { VERSION } from "./version.ts";
 
@@ -47,6 +47,8 @@ export interface CliConfig {
     replicas: number;
   };
   reusePort: boolean;
+  /** 5.0 Response Information prefix; undefined = none. */
+  responseInformation?: string;
 }
 
 /** A bad flag or value: the CLI prints the message alone and exits 2. */
@@ -57,12 +59,8 @@ export class UsageError extends Error {
   }
 }
 
-function kebab(name: string): string {
-  return name.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
-}
-
-const LIMIT_FLAGS = Object.keys(DEFAULT_LIMITS).map((name) =>
-  [kebab(name), name as keyof Limits] as const
+const LIMIT_FLAGS = (Object.keys(DEFAULT_LIMITS) as (keyof Limits)[]).map((name) =>
+  [limitFlag(name), name] as const
 );
 
 const STRING_FLAGS = {
@@ -85,6 +83,7 @@ const STRING_FLAGS = {
   "cluster-password": "clusterPassword",
   "cluster-token": "clusterToken",
   "cluster-tls-ca": "clusterTlsCa",
+  "response-information": "responseInformation",
 } as const;
 
 const PORT_FLAGS = {
@@ -106,13 +105,16 @@ const BOOLEAN_FLAGS = {
 /** `--help` text. */
 export function helpText(): string {
   const limitLines = LIMIT_FLAGS.map(([flag, name]) => {
+    if (isBooleanLimit(name)) {
+      return `  --${(flag + " true|false").padEnd(31)} default ${DEFAULT_LIMITS[name]}`;
+    }
     const [min, max] = LIMIT_RANGES[name];
     return `  --${flag.padEnd(31)} default ${DEFAULT_LIMITS[name]} (${min}..${max})`;
   });
   return `Usage: deno run --allow-net cli.ts [options]
        deno run --allow-read=FILE --allow-write=FILE cli.ts passwd FILE USER
 
-A Deno-native MQTT 3.1.1 broker. Version ${VERSION}.
+A Deno-native MQTT 5.0 and 3.1.1 broker. Version ${VERSION}.
 
 Listeners:
   --host HOST                        address to listen on (default 0.0.0.0)
@@ -145,6 +147,7 @@ Cluster (several brokers as one, joined through NATS JetStream; see README):
   --reuse-port                       SO_REUSEPORT: several nodes on one port (Linux, --unstable-net)
 Other:
   --sys-interval SECONDS             publish $SYS/broker/... every N s, 0 = off (default 10)
+  --response-information PREFIX      5.0 Response Information: PREFIX + client id, when requested
   --log-level LEVEL                  ${LOG_LEVELS.join("|")} (default info)
   --config FILE                      JSON object of these options in camelCase; flags override it
   --help, --version
@@ -273,9 +276,16 @@ export function parseCliArgs(
   }
   const limits: Partial<Limits> = {};
   for (const [flag, name] of LIMIT_FLAGS) {
-    if (merged[flag] === undefined) continue;
+    const value = merged[flag];
+    if (value === undefined) continue;
+    if (isBooleanLimit(name)) {
+      if (value === true || value === "true") limits[name] = true;
+      else if (value === false || value === "false") limits[name] = false;
+      else throw new UsageError(`--${flag}: expected true or false, got "${value}"`);
+      continue;
+    }
     const [min, max] = LIMIT_RANGES[name];
-    limits[name] = parseInteger(flag, merged[flag], min, max);
+    limits[name] = parseInteger(flag, value, min, max);
   }
   const wsPath = str("ws-path") ?? CLI_DEFAULTS.wsPath;
   if (!wsPath.startsWith("/")) {
@@ -302,6 +312,7 @@ export function parseCliArgs(
     allowAnonymous: bool("allow-anonymous"),
     dataDir: str("data-dir"),
     sync,
+    responseInformation: str("response-information"),
     sysIntervalS: merged["sys-interval"] === undefined
       ? CLI_DEFAULTS.sysIntervalS
       : parseInteger("sys-interval", merged["sys-interval"], 0, 86_400),

@@ -4,16 +4,32 @@
  *
  * @module
  */
+import { giveSlab, SLAB_BYTES, takeSlab } from "./_write_slabs.ts";
 import type { Decoder } from "./codec/decoder.ts";
-import { encodeAck, PINGRESP_BYTES } from "./codec/encoder.ts";
-import { DecodeError, type Packet, type Will } from "./codec/packet.ts";
+import {
+  encodeAck,
+  encodePacket,
+  encodePublishPrefix,
+  encodeWithin,
+  PINGRESP_BYTES,
+  type PublishDelivery,
+} from "./codec/encoder.ts";
+import { type Packet, type ProtocolVersion, type QoS, REASON, type Will } from "./codec/packet.ts";
 import type { BrokerContext } from "./context.ts";
+import { ProtocolError, wireAction } from "./errors.ts";
+import { handleAuth } from "./handlers/auth.ts";
 import { handleConnect } from "./handlers/connect.ts";
+import { handleDisconnect } from "./handlers/disconnect.ts";
+import { handlePuback, handlePubcomp, handlePubrec } from "./handlers/acks.ts";
 import { handlePublish, handlePubrel } from "./handlers/publish.ts";
 import { handleSubscribe, handleUnsubscribe } from "./handlers/subscribe.ts";
 import type { ClientInfo, RemoteAddress } from "./hooks.ts";
-import type { Session, SessionLink } from "./session/session.ts";
+import type { ClientLink, V5State } from "./context.ts";
+import type { Message } from "./message.ts";
+import type { Session } from "./session/session.ts";
 import type { BrokerConn } from "./transport/types.ts";
+
+export { ProtocolError };
 
 // Idle connections hold a pending read; its buffer is most of what they cost, so it starts
 // small and grows (×4) only while reads fill it.
@@ -21,8 +37,17 @@ const MIN_READ = 64;
 const MAX_READ = 64 * 1024;
 // A connection told to close after its last bytes are written gets this long to write them.
 const LINGER_MS = 5_000;
+// A backlogged subscriber that takes nothing for this long stops pacing its publishers.
+const STALL_MS = 500;
 
 const NO_CHUNKS: Uint8Array[] = [];
+// A 3.1.1 payload at least this long is queued as it is, after its own small header, instead of
+// in a copy of the whole encoded packet: a copy less per message, and per queued message.
+const SHARED_PAYLOAD_BYTES = 256;
+
+function yieldTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 const NO_NUMBERS: number[] = [];
 
 // Bits of Connection.#flags: one field instead of a boolean field each.
@@ -45,24 +70,22 @@ interface Rare {
   pauseTimer?: ReturnType<typeof setTimeout>;
   resume?: () => void;
   drained?: () => void;
+  // Cancels the wait for room under the memory budget.
+  cancelRoom?: () => void;
   rate?: { messages: number; bytes: number; at: number };
 }
 
-/** A protocol violation: the connection is closed and the will published. */
-export class ProtocolError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ProtocolError";
-  }
-}
-
 /** One network connection and, once CONNECT is accepted, the session it is attached to. */
-export class Connection implements SessionLink {
+export class Connection implements ClientLink {
   readonly ctx: BrokerContext;
   readonly client: ClientInfo;
   session: Session | undefined;
   will: Will | undefined;
   keepAliveMs = 0;
+  /** 4 (or 3) until a 5.0 CONNECT is read. */
+  version: ProtocolVersion = 4;
+  /** 5.0 negotiated state; undefined on 3.1.1 connections. */
+  v5: V5State | undefined;
   lastActivity: number;
   readonly createdAt: number;
 
@@ -81,6 +104,8 @@ export class Connection implements SessionLink {
   #patches: number[] = NO_NUMBERS;
   #queuedBytes = 0;
   #writingBytes = 0;
+  // The pooled buffer the write in progress reads from, given back when it completes.
+  #slab: Uint8Array | undefined;
 
   constructor(
     ctx: BrokerContext,
@@ -91,7 +116,8 @@ export class Connection implements SessionLink {
     this.ctx = ctx;
     this.#conn = conn;
     if (overLimit) this.#flags = OVER_LIMIT;
-    this.client = { clientId: "", remoteAddress: remote };
+    // protocolVersion is in the literal: set later, it would move the object to a slower shape.
+    this.client = { clientId: "", remoteAddress: remote, protocolVersion: undefined };
     this.createdAt = this.lastActivity = ctx.now;
     if (ctx.limits.rateLimitMessages > 0 || ctx.limits.rateLimitBytes > 0) {
       this.#rate = {
@@ -236,7 +262,9 @@ export class Connection implements SessionLink {
       let buffer = new Uint8Array(MIN_READ);
       const shared = this.ctx.decoder;
       const counters = this.ctx.counters;
+      const memory = counters.memory;
       while (!this.isClosed) {
+        const routed = counters.messagesRouted;
         let n: number | null;
         try {
           n = await this.#conn.read(buffer);
@@ -251,6 +279,7 @@ export class Connection implements SessionLink {
         if (this.isClosed) break;
         counters.bytesIn += n;
         this.lastActivity = this.ctx.now;
+        memory.backlogged = undefined;
         // Anything but CONNECT first is refused from its first byte, not after waiting for a
         // body it announces [MQTT-3.1.0-1].
         if (!this.connected && !this.#firstByteChecked && buffer[0] !== 0x10) {
@@ -263,7 +292,11 @@ export class Connection implements SessionLink {
         let decoder = this.#decoder ?? shared;
         try {
           decoder.push(buffer, n);
-          for (let packet = decoder.next(); packet !== undefined; packet = decoder.next()) {
+          for (
+            let packet = decoder.next(this.version);
+            packet !== undefined;
+            packet = decoder.next(this.version)
+          ) {
             const pending = this.#dispatch(packet);
             if (pending !== undefined) {
               if (decoder === shared) decoder = this.#decoder = shared.detach();
@@ -289,6 +322,28 @@ export class Connection implements SessionLink {
           this.#violation(error);
           break;
         }
+        // A session this read's messages backed up (its queue past its high-water mark): wait for
+        // it to drain, so the publisher runs at the subscriber's pace instead of filling its
+        // queue. A subscriber that does not move within STALL_MS is marked stuck and skipped.
+        const backlog = memory.takeBacklogged();
+        if (backlog !== undefined) {
+          const wait = backlog.drained(STALL_MS);
+          this.#rareState().cancelRoom = wait.cancel;
+          await wait.promise;
+          this.#rare!.cancelRoom = undefined;
+          if (this.isClosed) break;
+        }
+        // Over the memory budget a client whose PUBLISHes were routed is not read from until
+        // there is room again: the kernel's TCP window then slows it, as mosquitto's
+        // memory_limit does. Subscribers are still read (their acks free memory).
+        if (memory.over && counters.messagesRouted !== routed) {
+          counters.memoryPauses++;
+          const room = memory.room();
+          this.#rareState().cancelRoom = room.cancel;
+          await room.promise;
+          this.#rare!.cancelRoom = undefined;
+          if (this.isClosed) break;
+        }
         // A client that sends but does not read (acks, PINGRESPs pile up) is not read from until
         // its socket takes our bytes again: the backlog stays in the kernel, not in our memory.
         if (this.#queuedBytes + this.#writingBytes >= this.ctx.limits.maxSocketBufferBytes) {
@@ -297,6 +352,12 @@ export class Connection implements SessionLink {
           if (this.isClosed) break;
         }
         if (n === buffer.length) {
+          // A read that filled the buffer means more is waiting: a socket that always has data
+          // would otherwise keep this loop in promise jobs, ahead of timers, other sockets' I/O
+          // and write completions. One event-loop turn per full buffer paces such a publisher to
+          // what the broker delivers, and costs nothing at low load (reads are small there).
+          await yieldTurn();
+          if (this.isClosed) break;
           if (buffer.length < MAX_READ) buffer = new Uint8Array(buffer.length * 4);
         } else if (n * 16 <= buffer.length) {
           let size = MIN_READ;
@@ -328,7 +389,17 @@ export class Connection implements SessionLink {
 
   #dispatch(packet: Packet): void | Promise<void> {
     if (!this.connected) {
+      if (packet.type === "connect" && this.v5?.authStep !== undefined && this.v5.authStep > 0) {
+        throw new ProtocolError("second CONNECT during authentication [MQTT-3.1.0-2]");
+      }
       if (packet.type === "connect") return handleConnect(this, packet);
+      // A 5.0 CONNECT's AUTH exchange runs before CONNACK.
+      if (packet.type === "auth" && this.v5 !== undefined) return handleAuth(this, packet);
+      if (packet.type === "disconnect" && this.v5 !== undefined) {
+        this.will = undefined;
+        this.close("disconnect during authentication");
+        return;
+      }
       throw new ProtocolError(`first packet must be CONNECT, got ${packet.type} [MQTT-3.1.0-1]`);
     }
     const session = this.session!;
@@ -336,17 +407,13 @@ export class Connection implements SessionLink {
       case "publish":
         return handlePublish(this, session, packet);
       case "puback":
-        session.acknowledge(packet.packetId);
-        return;
+        return handlePuback(this, session, packet);
       case "pubrec":
-        session.received(packet.packetId);
-        this.sendPacket(encodeAck("pubrel", packet.packetId));
-        return;
+        return handlePubrec(this, session, packet);
       case "pubrel":
         return handlePubrel(this, session, packet.packetId);
       case "pubcomp":
-        session.completed(packet.packetId);
-        return;
+        return handlePubcomp(this, session, packet);
       case "subscribe":
         return handleSubscribe(this, session, packet);
       case "unsubscribe":
@@ -355,9 +422,10 @@ export class Connection implements SessionLink {
         this.sendPacket(PINGRESP_BYTES); // [MQTT-3.12.4-1]
         return;
       case "disconnect":
-        this.will = undefined; // [MQTT-3.14.4-3]
-        this.close("disconnect");
-        return;
+        return handleDisconnect(this, session, packet);
+      case "auth":
+        if (this.v5 === undefined) throw new ProtocolError("AUTH from a 3.1.1 client");
+        return handleAuth(this, packet);
       case "connect":
         throw new ProtocolError("second CONNECT [MQTT-3.1.0-2]");
       default:
@@ -392,11 +460,98 @@ export class Connection implements SessionLink {
     return Math.ceil(wait);
   }
 
-  /** Queues a PUBLISH; for QoS > 0 writes `packetId` into the copy that goes on the wire. */
-  sendPublish(bytes: Uint8Array, packetId: number, payloadLength: number): void {
-    if (this.#isClosed) return;
-    this.#append(bytes, packetId, payloadLength + 2);
+  /** The client's Receive Maximum (5.0); 65 535 for 3.1.1, so only `maxInflight` applies. */
+  get receiveMaximum(): number {
+    return this.v5?.receiveMaximum ?? 65_535;
+  }
+
+  /**
+   * Queues a PUBLISH of `message`. 3.1.1: the message's shared bytes, with `packetId` written into
+   * the copy that goes on the wire. 5.0: a frame for this delivery (subscription identifiers,
+   * remaining expiry); false when it exceeds the client's Maximum Packet Size.
+   */
+  sendPublish(
+    message: Message,
+    qos: QoS,
+    retain: boolean,
+    packetId: number,
+    subscriptionIds: readonly number[] | undefined,
+    dup: boolean,
+  ): boolean {
+    if (this.#isClosed) return true;
+    const v5 = this.v5;
+    if (v5 === undefined) {
+      if (dup) {
+        this.sendPacket(
+          encodePacket({
+            type: "publish",
+            topic: message.topic,
+            payload: message.payload,
+            qos,
+            retain,
+            dup: true,
+            packetId,
+          }),
+        );
+        this.ctx.counters.messagesOut++;
+        return true;
+      }
+      const payload = message.payload;
+      if (payload.length < SHARED_PAYLOAD_BYTES) {
+        this.#append(message.encoded(qos, retain), packetId, payload.length + 2);
+      } else {
+        // The payload as the decoder (or publish()) made it, shared by every delivery.
+        this.#append(
+          encodePublishPrefix(message.topic, payload.length, qos, retain, false, packetId),
+          0,
+          0,
+        );
+        this.#append(payload, 0, 0);
+      }
+      this.ctx.counters.messagesOut++;
+      return true;
+    }
+    // Per delivery: the remaining Message Expiry Interval [MQTT-3.3.2-6] and the Subscription
+    // Identifiers of the matching subscriptions [MQTT-3.3.4-3]; the rest is encoded once.
+    const frame = message.frame();
+    const remaining = message.expiresAt === 0 ? undefined : message.remainingExpiryS(Date.now());
+    const delivery: PublishDelivery | undefined =
+      remaining === undefined && subscriptionIds === undefined
+        ? undefined
+        : { subscriptionIdentifiers: subscriptionIds, messageExpiryInterval: remaining };
+    // Never a packet larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
+    if (frame.size(5, qos, delivery) > v5.maximumPacketSize) return false;
+    this.sendPacket(frame.header(5, qos, retain, qos > 0 && dup, packetId, delivery));
+    if (frame.payload.length > 0) this.sendPacket(frame.payload);
     this.ctx.counters.messagesOut++;
+    return true;
+  }
+
+  /** Queues a PUBREL for one of our QoS 2 messages. */
+  sendPubrel(packetId: number): void {
+    this.sendPacket(encodeAck("pubrel", packetId));
+  }
+
+  /** Queues a PUBACK, PUBREC or PUBCOMP; a reason code ≠ 0 only goes to 5.0 clients. */
+  sendAck(type: "puback" | "pubrec" | "pubcomp", packetId: number, reasonCode: number): void {
+    if (reasonCode === 0 || this.v5 === undefined) this.sendPacket(encodeAck(type, packetId));
+    else this.send({ type, packetId, reasonCode });
+  }
+
+  /**
+   * Encodes `packet` for this connection's protocol version and queues it. To a 5.0 client, a
+   * packet over its Maximum Packet Size loses its reason string (then user properties), or is not
+   * sent at all [MQTT-3.1.2-24].
+   */
+  send(packet: Packet): void {
+    if (this.#isClosed) return;
+    const v5 = this.v5;
+    if (v5 === undefined) {
+      this.sendPacket(encodePacket(packet, this.version));
+      return;
+    }
+    const bytes = encodeWithin(packet, 5, v5.maximumPacketSize);
+    if (bytes !== undefined) this.sendPacket(bytes);
   }
 
   /** Queues a packet to be written at the end of this event-loop turn. */
@@ -428,6 +583,7 @@ export class Connection implements SessionLink {
 
   #queued(length: number): void {
     this.#queuedBytes += length;
+    this.ctx.counters.memory.charge(length);
     if (!this.#scheduled && !this.#writing) {
       this.#scheduled = true;
       this.ctx.scheduleFlush(this);
@@ -449,7 +605,13 @@ export class Connection implements SessionLink {
     } else if (chunks.length === 1 && this.#patches[0] === 0) {
       data = chunks[0];
     } else {
-      data = new Uint8Array(this.#queuedBytes);
+      const size = this.#queuedBytes;
+      if (size <= SLAB_BYTES) {
+        this.#slab = takeSlab();
+        data = this.#slab.subarray(0, size);
+      } else {
+        data = new Uint8Array(size);
+      }
       const patches = this.#patches;
       let offset = 0;
       for (let i = 0; i < chunks.length; i++) {
@@ -497,6 +659,11 @@ export class Connection implements SessionLink {
 
   #written(): void {
     this.#writing = false;
+    if (this.#slab !== undefined) {
+      giveSlab(this.#slab);
+      this.#slab = undefined;
+    }
+    this.ctx.counters.memory.release(this.#writingBytes);
     this.#writingBytes = 0;
     if (this.#isClosed) return;
     if (this.#drained !== undefined && this.#queuedBytes < this.ctx.limits.maxSocketBufferBytes) {
@@ -524,24 +691,45 @@ export class Connection implements SessionLink {
         this.close("no CONNECT within connectTimeoutMs", false);
       }
     } else if (this.keepAliveMs > 0 && now - this.lastActivity > this.keepAliveMs * 1.5) {
-      this.close("keep-alive timeout"); // [MQTT-3.1.2-24]
+      // [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22])
+      this.disconnect(REASON.keepAliveTimeout, "keep-alive timeout", true);
     }
   }
 
   /**
-   * Closes after what is queued has been written (a refusing CONNACK, say). The will is not
-   * published; reads stop at once.
+   * Closes for a reason 5.0 can name: a 5.0 client first gets DISCONNECT with `reasonCode`
+   * (a reason string only if its Request Problem Information allows). 3.1.1: just closes.
    */
-  closeAfterFlush(reason: string): void {
+  disconnect(reasonCode: number, reason: string, publishWill: boolean): void {
     if (this.isClosed) return;
-    this.will = undefined;
+    const v5 = this.v5;
+    if (v5 === undefined || !this.connected) {
+      this.close(reason, publishWill);
+      return;
+    }
+    this.send({
+      type: "disconnect",
+      reasonCode,
+      properties: v5.problemInformation ? { reasonString: reason } : undefined,
+    });
+    this.closeAfterFlush(reason, publishWill);
+  }
+
+  /**
+   * Closes after what is queued has been written (a refusing CONNACK, a DISCONNECT). The will is
+   * published only if `publishWill`; reads stop at once.
+   */
+  closeAfterFlush(reason: string, publishWill = false): void {
+    if (this.isClosed) return;
+    if (!publishWill) this.will = undefined;
     this.#lingerReason = reason;
     this.#closingSince = this.ctx.now;
     if (!this.#writing && !this.#scheduled) this.flush();
   }
 
   #finishClose(): void {
-    this.close(this.#lingerReason, false);
+    // The will was cleared by closeAfterFlush unless it is to be published.
+    this.close(this.#lingerReason, true);
   }
 
   /** Closes now; publishes the will unless told not to or DISCONNECT cleared it. */
@@ -551,6 +739,9 @@ export class Connection implements SessionLink {
     if (this.#pauseTimer !== undefined) clearTimeout(this.#pauseTimer);
     this.#resume?.();
     this.#drained?.();
+    this.#rare?.cancelRoom?.();
+    this.ctx.counters.memory.release(this.#queuedBytes + this.#writingBytes);
+    this.#queuedBytes = this.#writingBytes = 0;
     try {
       this.#conn.close();
     } catch {
@@ -573,10 +764,40 @@ export class Connection implements SessionLink {
     this.close(`connection lost: ${message}`);
   }
 
-  #violation(error: unknown): void {
-    if (this.#isClosed) return;
+  /**
+   * The one place an error becomes a wire action (the table is `wireAction` in errors.ts):
+   * 5.0 gets DISCONNECT with the reason code first, 3.1.1 a close.
+   */
+  fail(error: unknown): void {
+    if (this.isClosed) return;
     const err = error instanceof Error ? error : new Error(String(error));
-    if (err instanceof DecodeError || err instanceof ProtocolError) {
+    const action = wireAction(err);
+    if (action.blame === "refusal") {
+      // A refused CONNECT: its CONNACK, then close; the will is never published [MQTT-3.2.2-5].
+      const code = action.reasonCode;
+      if (code === REASON.serverBusy || code === REASON.quotaExceeded) {
+        this.ctx.counters.connectionsRefused++;
+      }
+      this.ctx.log.info(
+        `refused CONNECT from ${JSON.stringify(this.client.clientId)}: ${err.message}`,
+      );
+      this.send({
+        type: "connack",
+        sessionPresent: false,
+        returnCode: 0,
+        reasonCode: code,
+        properties: this.v5?.problemInformation ? { reasonString: err.message } : undefined,
+      });
+      this.closeAfterFlush(err.message);
+      return;
+    }
+    if (action.blame === "store") {
+      this.ctx.log.error(`${this.#label()}: closing: ${err.message}`);
+      this.will = undefined;
+      this.close(err.message, false);
+      return;
+    }
+    if (action.blame === "client") {
       this.ctx.counters.protocolErrors++;
       this.ctx.log.info(`${this.#label()}: closing: ${err.message}`);
     } else {
@@ -585,7 +806,11 @@ export class Connection implements SessionLink {
     if (this.ctx.listening("clientError")) {
       this.ctx.emit("clientError", { client: this.client, error: err });
     }
-    this.close(err.message);
+    this.disconnect(action.reasonCode, err.message, action.publishWill);
+  }
+
+  #violation(error: unknown): void {
+    this.fail(error);
   }
 
   #label(): string {

@@ -3,7 +3,8 @@
  *
  * @module
  */
-import type { QoS, Subscription } from "./codec/packet.ts";
+import type { Properties, ProtocolVersion, QoS, Subscription } from "./codec/packet.ts";
+import type { MessageProperties } from "./message.ts";
 import type { ClientInfo } from "./hooks.ts";
 
 /** `connect`: a CONNECT was accepted and CONNACK 0 sent. */
@@ -14,8 +15,12 @@ export interface ConnectEventDetail {
   cleanSession: boolean;
   /** Whether a stored session was resumed: the CONNACK's session present flag. */
   sessionPresent: boolean;
-  /** The CONNECT's keep alive, in seconds; 0 turns the keep-alive check off. */
+  /** The keep alive in force, in seconds (the CONNECT's, or `maxKeepAlive` when lower); 0 = off. */
   keepAlive: number;
+  /** 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0). */
+  protocolVersion: ProtocolVersion;
+  /** 5.0: the CONNECT's properties (user properties, authentication method …). */
+  properties?: Properties;
 }
 
 /** `disconnect`: a connection that had been accepted closed. */
@@ -34,8 +39,13 @@ export interface SubscribeEventDetail {
   client: ClientInfo;
   /** The filters and requested QoS of the SUBSCRIBE, in packet order. */
   subscriptions: Subscription[];
-  /** SUBACK return codes, one per filter in the same order: the granted QoS, or 0x80. */
+  /**
+   * SUBACK codes, one per filter in the same order: the granted QoS, or 0x80 (3.1.1) / a 5.0
+   * failure reason code (0x87, 0x8F, 0x97, 0x9E, 0xA2 …).
+   */
   granted: number[];
+  /** 5.0: the SUBSCRIBE's properties (subscription identifier, user properties). */
+  properties?: Properties;
 }
 
 /** `unsubscribe`: an UNSUBSCRIBE was answered. */
@@ -44,6 +54,8 @@ export interface UnsubscribeEventDetail {
   client: ClientInfo;
   /** The filters of the UNSUBSCRIBE as sent, whether or not they were subscribed. */
   topicFilters: string[];
+  /** 5.0: the UNSUBSCRIBE's properties (user properties). */
+  properties?: Properties;
 }
 
 /** `publish`: a message was accepted for routing, from a client or from `broker.publish()`. */
@@ -58,6 +70,10 @@ export interface PublishEventDetail {
   qos: QoS;
   /** The retain flag it was published with. */
   retain: boolean;
+  /** 5.0 properties forwarded with the message (content type, user properties …), if any. */
+  properties?: MessageProperties;
+  /** 5.0: epoch ms at which the message expires; absent when it does not. */
+  expiresAt?: number;
 }
 
 /**

@@ -10,7 +10,7 @@ export interface Limits {
   maxConnections: number;
   /** Sessions held, online and offline. A CONNECT that would create one more: CONNACK 0x03. Default 100 000. */
   maxSessions: number;
-  /** Subscriptions of one session. A SUBSCRIBE filter past it: SUBACK 0x80 for that filter. Default 10 000. */
+  /** Subscriptions of one session. A SUBSCRIBE filter past it: SUBACK 0x80 (5.0: 0x97) for that filter. Default 10 000. */
   maxSubscriptionsPerSession: number;
   /** QoS 1/2 messages sent to one client and not yet acknowledged. The rest waits in the session queue. Default 128
    * (mosquitto: 20; a larger window lets an acking subscriber keep up: 231k vs 142k QoS 1 msg/s measured with 32). */
@@ -45,7 +45,50 @@ export interface Limits {
   rateLimitMessages: number;
   /** Publish payload bytes per second one client may send; 0 = unlimited. Over budget its reads pause. Default 0. */
   rateLimitBytes: number;
+  /** Longest keep alive a client may ask for, in seconds (mosquitto's `max_keepalive`). A 5.0 client asking
+   * more, or 0, is told this value in CONNACK's Server Keep Alive; a 3.1.1 client asking more, or 0, is accepted
+   * and held to it (closed after 1.5 × this of silence; mosquitto 2.0.11 accepts but does not hold it).
+   * 65 535 = no cap. Default 65 535. */
+  maxKeepAlive: number;
+  /** QoS 1/2 PUBLISH a 5.0 client may send before their acks (the CONNACK's Receive Maximum). One more:
+   * DISCONNECT 0x93. Default 1 024. */
+  receiveMaximum: number;
+  /** Topic aliases a 5.0 client may use on one connection (CONNACK's Topic Alias Maximum). An alias of 0 or
+   * above it: DISCONNECT 0x94. 0 = none. Default 10 (mosquitto's `max_topic_alias`). */
+  topicAliasMaximum: number;
+  /** Longest Session Expiry Interval a 5.0 client gets, in seconds; a larger request is lowered and the CONNACK
+   * says so. 4 294 967 295 = never expires. Default 4 294 967 295 (the client decides, as mosquitto). */
+  maxSessionExpiry: number;
+  /** Longest Message Expiry Interval a message keeps, in seconds; a larger one is lowered. Messages without one
+   * do not expire. Default 4 294 967 295 (no cap). */
+  maxMessageExpiry: number;
+  /** Highest QoS accepted (CONNACK's Maximum QoS). A 5.0 PUBLISH above it: DISCONNECT 0x9B; 3.1.1: close.
+   * Subscriptions are granted at most this. Default 2. */
+  maxQos: number;
+  /** Whether retained messages are kept (CONNACK's Retain Available). Off: a PUBLISH or will with retain
+   * closes the connection (5.0: DISCONNECT 0x9A or CONNACK 0x9A), as mosquitto's `retain_available false`. Default true. */
+  retainAvailable: boolean;
+  /** Whether filters may hold `+`/`#` (Wildcard Subscription Available). Off: SUBACK 0xA2 (0x80 in 3.1.1). Default true. */
+  wildcardSubscriptionAvailable: boolean;
+  /** Whether `$share/{group}/{filter}` works (Shared Subscription Available). Off: SUBACK 0x9E (0x80 in 3.1.1). Default true. */
+  sharedSubscriptionAvailable: boolean;
+  /** Whether a SUBSCRIBE may carry a Subscription Identifier. Off: DISCONNECT 0xA1 for one that does. Default true. */
+  subscriptionIdentifierAvailable: boolean;
+  /** Bytes of queued and in-flight messages (all sessions), retained messages and unwritten socket
+   * bytes the broker may hold (mosquitto's `memory_limit`); 0 = no limit. From half of it, QoS 0 messages for
+   * sessions with a backlog (and any message for a session that has taken nothing for 500 ms) are
+   * dropped (`dropped.memoryLimit`); at the limit, publishers are not read until usage is back under
+   * 7/8 of it, and a 5.0 QoS 1/2 PUBLISH gets PUBACK/PUBREC 0x97. Default 0. */
+  memoryLimit: number;
 }
+
+/** The names of the limits that are integers (the others are on/off switches). */
+export type IntegerLimit = {
+  [K in keyof Limits]: Limits[K] extends number ? K : never;
+}[keyof Limits];
+
+/** The names of the limits that are switches. */
+export type BooleanLimit = Exclude<keyof Limits, IntegerLimit>;
 
 /** The defaults of every limit. */
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -66,10 +109,21 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxSocketBufferBytes: 256 * 1024,
   rateLimitMessages: 0,
   rateLimitBytes: 0,
+  maxKeepAlive: 65_535,
+  receiveMaximum: 1_024,
+  topicAliasMaximum: 10,
+  maxSessionExpiry: 4_294_967_295,
+  maxMessageExpiry: 4_294_967_295,
+  maxQos: 2,
+  retainAvailable: true,
+  wildcardSubscriptionAvailable: true,
+  sharedSubscriptionAvailable: true,
+  subscriptionIdentifierAvailable: true,
+  memoryLimit: 0,
 });
 
-/** Allowed range of each limit: [min, max]. */
-export const LIMIT_RANGES: Readonly<Record<keyof Limits, readonly [number, number]>> = Object
+/** Allowed range of each integer limit: [min, max]. */
+export const LIMIT_RANGES: Readonly<Record<IntegerLimit, readonly [number, number]>> = Object
   .freeze({
     maxConnections: [1, 10_000_000],
     maxSessions: [1, 10_000_000],
@@ -88,7 +142,29 @@ export const LIMIT_RANGES: Readonly<Record<keyof Limits, readonly [number, numbe
     maxSocketBufferBytes: [1024, 2 ** 32],
     rateLimitMessages: [0, 1e9],
     rateLimitBytes: [0, 2 ** 40],
+    maxKeepAlive: [1, 65_535],
+    receiveMaximum: [1, 65_535],
+    topicAliasMaximum: [0, 65_535],
+    maxSessionExpiry: [0, 4_294_967_295],
+    maxMessageExpiry: [1, 4_294_967_295],
+    maxQos: [0, 2],
+    memoryLimit: [0, 2 ** 40],
   });
+
+/**
+ * The CLI flag of each limit: its name in kebab case, except where mosquitto's name is the one
+ * users know (`--max-keepalive`).
+ */
+export function limitFlag(name: keyof Limits): string {
+  if (name === "maxKeepAlive") return "max-keepalive";
+  if (name === "maxQos") return "max-qos";
+  return name.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+}
+
+/** Whether a limit is an on/off switch rather than an integer. */
+export function isBooleanLimit(name: keyof Limits): name is BooleanLimit {
+  return typeof DEFAULT_LIMITS[name] === "boolean";
+}
 
 /** Merges partial limits over the defaults; throws TypeError/RangeError naming a bad option. */
 export function resolveLimits(partial: Partial<Limits> = {}): Limits {
@@ -98,14 +174,21 @@ export function resolveLimits(partial: Partial<Limits> = {}): Limits {
       throw new TypeError(`Unknown limit "${key}"`);
     }
     if (value === undefined) continue;
-    const [min, max] = LIMIT_RANGES[key as keyof Limits];
+    if (isBooleanLimit(key as keyof Limits)) {
+      if (typeof value !== "boolean") {
+        throw new TypeError(`Limit "${key}" must be true or false, got ${String(value)}`);
+      }
+      (out as unknown as Record<string, boolean>)[key] = value;
+      continue;
+    }
+    const [min, max] = LIMIT_RANGES[key as IntegerLimit];
     if (typeof value !== "number" || !Number.isInteger(value)) {
       throw new TypeError(`Limit "${key}" must be an integer, got ${String(value)}`);
     }
     if (value < min || value > max) {
       throw new RangeError(`Limit "${key}" must be between ${min} and ${max}, got ${value}`);
     }
-    out[key as keyof Limits] = value;
+    out[key as IntegerLimit] = value;
   }
   return out;
 }

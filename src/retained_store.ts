@@ -1,5 +1,6 @@
 /**
- * Retained messages, one per topic, bounded by `maxRetained` and `maxRetainedBytes`.
+ * Retained messages, one per topic, bounded by `maxRetained` and `maxRetainedBytes`. A message
+ * whose Message Expiry Interval (5.0) has passed is not delivered any more and is removed.
  *
  * @module
  */
@@ -17,6 +18,11 @@ export class RetainedStore {
   #bytes = 0;
   #limits: Limits;
   #counters: Counters;
+  /**
+   * Called with each message removed because it expired (not for replaced or cleared ones), so
+   * that a durable store can delete it too.
+   */
+  onExpired: ((message: Message) => void) | undefined = undefined;
 
   constructor(limits: Limits, counters: Counters) {
     this.#limits = limits;
@@ -45,6 +51,7 @@ export class RetainedStore {
       if (previous === undefined) return "none";
       this.#tree.delete(message.topic);
       this.#bytes -= previous.size;
+      this.#counters.memory.release(previous.size);
       return "cleared";
     }
     const bytes = this.#bytes - (previous?.size ?? 0) + message.size;
@@ -56,20 +63,62 @@ export class RetainedStore {
       return "full";
     }
     this.#tree.set(message.topic, message);
+    if (bytes >= this.#bytes) this.#counters.memory.charge(bytes - this.#bytes);
+    else this.#counters.memory.release(this.#bytes - bytes);
     this.#bytes = bytes;
     return previous === undefined ? "stored" : "replaced";
   }
 
-  /** Calls `visit` for every retained message whose topic matches `filter`. */
-  match(filter: string, visit: (message: Message) => void): void {
-    this.#tree.matchFilter(filter, (_topic, message) => visit(message));
+  /**
+   * Calls `visit` for every retained message whose topic matches `filter`. Messages expired at
+   * `now` (epoch ms) are not visited, and are removed [MQTT-3.3.2-5]; the subscriber of one that is
+   * visited gets its remaining lifetime from `message.remainingExpiryS(now)`.
+   */
+  match(filter: string, visit: (message: Message) => void, now: number = Date.now()): void {
+    let expired: Message[] | undefined;
+    this.#tree.matchFilter(filter, (_topic, message) => {
+      if (message.expiresAt !== 0 && message.expiresAt <= now) (expired ??= []).push(message);
+      else visit(message);
+    });
+    if (expired !== undefined) { for (const message of expired) this.#expire(message); }
   }
 
-  /** Every retained message. */
-  values(): IterableIterator<Message> {
+  /** The retained message of one topic, unless it expired at `now` (then it is removed). */
+  get(topic: string, now: number = Date.now()): Message | undefined {
+    const message = this.#tree.get(topic);
+    if (message === undefined || message.expiresAt === 0 || message.expiresAt > now) return message;
+    this.#expire(message);
+    return undefined;
+  }
+
+  /**
+   * Removes every message expired at `now` and returns how many: for a periodic sweep, so that
+   * expired messages nobody subscribes to do not hold memory and `maxRetained` room.
+   */
+  removeExpired(now: number = Date.now()): number {
+    const expired: Message[] = [];
+    for (const [, message] of this.#tree.entries()) {
+      if (message.expiresAt !== 0 && message.expiresAt <= now) expired.push(message);
+    }
+    for (const message of expired) this.#expire(message);
+    return expired.length;
+  }
+
+  #expire(message: Message): void {
+    if (this.#tree.get(message.topic) !== message) return;
+    this.#tree.delete(message.topic);
+    this.#bytes -= message.size;
+    this.#counters.memory.release(message.size);
+    this.onExpired?.(message);
+  }
+
+  /** Every retained message not expired at `now` (expired ones are left for `removeExpired`). */
+  values(now: number = Date.now()): IterableIterator<Message> {
     const entries = this.#tree.entries();
     return (function* () {
-      for (const [, message] of entries) yield message;
+      for (const [, message] of entries) {
+        if (message.expiresAt === 0 || message.expiresAt > now) yield message;
+      }
     })();
   }
 }

@@ -140,3 +140,55 @@ Deno.test("retained store match() applies wildcards and the $ rule [MQTT-4.7.1-2
     assert.deepEqual(matching(s, filter), topics.map((t) => `${t}=v`).sort(), filter);
   }
 });
+
+function expiring(topic: string, payload: string, expiresAt: number): Message {
+  return new Message(topic, utf8.encode(payload), 1, true, undefined, expiresAt);
+}
+
+Deno.test("retained store: an expired message is not delivered and is removed, with its bytes; the others stay [MQTT-3.3.2-5]", () => {
+  const { store: s } = store();
+  const removed: string[] = [];
+  s.onExpired = (m) => removed.push(m.topic);
+  const t0 = 1_000_000;
+  s.set(expiring("e/soon", "a", t0 + 10));
+  s.set(expiring("e/later", "bb", t0 + 1_000));
+  s.set(retained("e/never", "ccc"));
+  assert.equal(s.size, 3);
+  const seen = (now: number, filter = "e/#") => {
+    const out: string[] = [];
+    s.match(filter, (m) => out.push(`${m.topic} ${m.remainingExpiryS(now) ?? "-"}`), now);
+    return out.sort();
+  };
+  assert.deepEqual(seen(t0), ["e/later 1", "e/never -", "e/soon 1"]);
+  assert.deepEqual(removed, []);
+  // At t0 + 10 "e/soon" has expired: not visited, removed, and its bytes freed.
+  assert.deepEqual(seen(t0 + 10), ["e/later 1", "e/never -"]);
+  assert.deepEqual(removed, ["e/soon"]);
+  assert.equal(s.size, 2);
+  assert.equal(s.bytes, "e/later".length + 2 + "e/never".length + 3);
+  // The remaining lifetime shrinks, rounded up to whole seconds [MQTT-3.3.2-6].
+  assert.deepEqual(seen(t0 + 400), ["e/later 1", "e/never -"]);
+  assert.equal(s.get("e/later", t0 + 999)?.remainingExpiryS(t0 + 999), 1);
+  assert.equal(s.get("e/later", t0 + 1_000), undefined, "get removes it too");
+  assert.deepEqual(removed, ["e/soon", "e/later"]);
+  assert.deepEqual([...s.values(t0 + 5_000)].map((m) => m.topic), ["e/never"]);
+  assert.equal(s.size, 1);
+});
+
+Deno.test("retained store: removeExpired sweeps expired messages nobody asked for; a replaced one is not reported", () => {
+  const { store: s } = store({ maxRetained: 2 });
+  const removed: string[] = [];
+  s.onExpired = (m) => removed.push(m.topic);
+  s.set(expiring("a", "1", 100));
+  s.set(expiring("b", "2", 200));
+  assert.equal(s.set(retained("c", "3")), "full", "two topics at most");
+  assert.equal(s.set(expiring("a", "1b", 300)), "replaced");
+  assert.deepEqual([...s.values(250)].map((m) => m.topic), ["a"], "values() skips expired ones");
+  assert.equal(s.removeExpired(250), 1);
+  assert.deepEqual(removed, ["b"]);
+  assert.equal(s.set(retained("c", "3")), "stored", "the expired one's room is free again");
+  assert.equal(s.removeExpired(250), 0);
+  const left: string[] = [];
+  s.match("#", (m) => left.push(m.topic), 250);
+  assert.deepEqual(left.sort(), ["a", "c"]);
+});

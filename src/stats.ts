@@ -3,7 +3,28 @@
  *
  * @module
  */
-import type { ClusterStats } from "./cluster/link.ts";
+
+import { MemoryBudget } from "./memory_budget.ts";
+
+/** The cluster link as `broker.stats()` reports it. */
+export interface ClusterStats {
+  /** This node's name. */
+  node: string;
+  /** Whether the NATS connection is up. */
+  connected: boolean;
+  /** The NATS server connected to, when connected. */
+  server: string;
+  /** NATS subjects this node subscribes to for its local subscriptions (core + JetStream). */
+  subjects: number;
+  /** Messages sent to other nodes over NATS (routed and retained updates). */
+  messagesOut: number;
+  /** Messages from other nodes delivered here. */
+  messagesIn: number;
+  /** JetStream publishes that failed and were retried before the client was acknowledged. */
+  publishRetries: number;
+  /** Messages not forwarded because their subject would exceed NATS's control line. */
+  tooLong: number;
+}
 
 /** Why a message was not delivered or not stored. */
 export interface DropCounters {
@@ -19,6 +40,15 @@ export interface DropCounters {
   forwardDenied: number;
   /** Queued messages discarded with a session that expired or was cleaned. */
   sessionDiscarded: number;
+  /** 5.0: a message whose Message Expiry Interval passed before it could be sent [MQTT-3.3.2-5]. */
+  expired: number;
+  /** 5.0: a message larger than the receiving client's Maximum Packet Size, not sent to it [MQTT-3.1.2-25]. */
+  packetTooLarge: number;
+  /**
+   * `memoryLimit` reached: a QoS 0 message for a session with a backlog, or a 5.0 QoS 1/2 PUBLISH
+   * answered 0x97 (quota exceeded).
+   */
+  memoryLimit: number;
 }
 
 /** A snapshot of the broker's counters. */
@@ -51,6 +81,14 @@ export interface BrokerStats {
   connectionsRefused: number;
   /** Connections closed for a protocol violation or a malformed packet. */
   protocolErrors: number;
+  /**
+   * Bytes `memoryLimit` counts now: queued and in-flight messages of all sessions (topic, payload
+   * and a per-entry overhead, once per session holding them), retained messages and unwritten
+   * socket bytes.
+   */
+  memoryUsed: number;
+  /** Times a publisher's reads were paused because `memoryLimit` was reached. */
+  memoryPauses: number;
   /** Messages not delivered or not stored, by reason. */
   dropped: DropCounters;
   /** The link to the other nodes, when the broker is part of a cluster. */
@@ -68,6 +106,11 @@ export class Counters {
   protocolErrors = 0;
   queued = 0;
   inflight = 0;
+  memoryPauses = 0;
+  /** Client PUBLISH packets routed (not refused): the read loop pauses a publisher by it. */
+  messagesRouted = 0;
+  /** The `memoryLimit` accounting, shared by sessions, connections and the retained store. */
+  readonly memory: MemoryBudget = new MemoryBudget();
   dropped: DropCounters = {
     queueFull: 0,
     offlineQos0: 0,
@@ -75,5 +118,8 @@ export class Counters {
     notAuthorized: 0,
     forwardDenied: 0,
     sessionDiscarded: 0,
+    expired: 0,
+    packetTooLarge: 0,
+    memoryLimit: 0,
   };
 }

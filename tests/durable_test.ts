@@ -375,7 +375,7 @@ Deno.test("durable cli: a store with a newer schema version is refused with one 
     assert.equal(lines.length, 1, `one line:\n${result.stderr}`);
     assert.match(
       lines[0],
-      /^error: --data-dir .*schema version 99 is newer than this broker's \(1\)/,
+      /^error: --data-dir .*schema version 99 is newer than this broker's \(2\)/,
     );
     assert.ok(lines[0].includes(path), lines[0]);
     assert.deepEqual(await Deno.readFile(path), before, "the file is untouched");

@@ -180,11 +180,32 @@ export class FileAuth {
   }
 }
 
+// Which option's file an error of `load`/`reload` came from, kept beside the error (its type and
+// message stay those of the read or parse error).
+const ERROR_OPTION = new WeakMap<object, "passwordFile" | "aclFile">();
+
+/**
+ * Which file a `FileAuth.load` error is about: "passwordFile" or "aclFile"; undefined for an
+ * error that is not about one of them (a bad option).
+ */
+export function fileAuthErrorOption(error: unknown): "passwordFile" | "aclFile" | undefined {
+  return typeof error === "object" && error !== null ? ERROR_OPTION.get(error) : undefined;
+}
+
+function tagged<T>(option: "passwordFile" | "aclFile", pending: Promise<T>): Promise<T> {
+  return pending.catch((error) => {
+    if (typeof error === "object" && error !== null) ERROR_OPTION.set(error, option);
+    throw error;
+  });
+}
+
 async function readFiles(
   options: FileAuthOptions,
 ): Promise<[PasswordFile | undefined, Acl | undefined]> {
   return await Promise.all([
-    options.passwordFile === undefined ? undefined : PasswordFile.load(options.passwordFile),
-    options.aclFile === undefined ? undefined : Acl.load(options.aclFile),
+    options.passwordFile === undefined
+      ? undefined
+      : tagged("passwordFile", PasswordFile.load(options.passwordFile)),
+    options.aclFile === undefined ? undefined : tagged("aclFile", Acl.load(options.aclFile)),
   ]);
 }

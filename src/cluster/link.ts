@@ -9,6 +9,10 @@ import type { QoS } from "../codec/packet.ts";
 import type { Logger } from "../logger.ts";
 import type { Message } from "../message.ts";
 import type { Limits } from "../options.ts";
+import type { SubscriptionOptions } from "../session/session.ts";
+import type { ClusterStats } from "../stats.ts";
+
+export type { ClusterStats };
 
 /** How a broker joins a cluster of brokers through NATS JetStream. */
 export interface ClusterOptions {
@@ -32,26 +36,6 @@ export interface ClusterOptions {
   prefix?: string;
 }
 
-/** The cluster link as `broker.stats()` reports it. */
-export interface ClusterStats {
-  /** This node's name. */
-  node: string;
-  /** Whether the NATS connection is up. */
-  connected: boolean;
-  /** The NATS server connected to, when connected. */
-  server: string;
-  /** NATS subjects this node subscribes to for its local subscriptions (core + JetStream). */
-  subjects: number;
-  /** Messages sent to other nodes over NATS (routed and retained updates). */
-  messagesOut: number;
-  /** Messages from other nodes delivered here. */
-  messagesIn: number;
-  /** JetStream publishes that failed and were retried before the client was acknowledged. */
-  publishRetries: number;
-  /** Messages not forwarded because their subject would exceed NATS's control line. */
-  tooLong: number;
-}
-
 /** One outbound message of a session as it moves between nodes. */
 export interface SessionMessage {
   topic: string;
@@ -68,7 +52,8 @@ export interface SessionMessage {
 
 /** What a node hands over when another node takes a client id. */
 export interface SessionState {
-  subscriptions: { topicFilter: string; qos: QoS }[];
+  /** `options`: a 5.0 subscription's (No Local, Retain As Published, …); absent = QoS only. */
+  subscriptions: { topicFilter: string; qos: QoS; options?: SubscriptionOptions }[];
   messages: SessionMessage[];
   /** Inbound QoS 2 packet ids whose PUBREL has not come. */
   inboundQos2: number[];
@@ -118,8 +103,17 @@ export interface ClusterLink {
    * client asked for a clean session); never rejects.
    */
   claim(clientId: string, clean: boolean): Promise<SessionState | undefined>;
-  /** A persistent session changed (subscriptions, connected or not): record it cluster-wide. */
-  sessionSaved(clientId: string, subscriptions: ReadonlyMap<string, QoS>, expiresAt: number): void;
+  /**
+   * A persistent session changed (subscriptions, connected or not): record it cluster-wide.
+   * `expiresAt` is 0 while connected; `expiryMs` is the session's own expiry once offline (a 5.0
+   * Session Expiry Interval; 0 = never), undefined for the broker's `sessionExpiryMs`.
+   */
+  sessionSaved(
+    clientId: string,
+    subscriptions: ReadonlyMap<string, SubscriptionOptions>,
+    expiresAt: number,
+    expiryMs?: number,
+  ): void;
   /** A session ended here (expired, cleaned); not called for one handed to another node. */
   sessionDeleted(clientId: string): void;
   /** The link's counters. */

@@ -7,6 +7,7 @@
  */
 import type { StateMirror } from "../context.ts";
 import type { Message } from "../message.ts";
+import { NEVER_EXPIRES } from "../session/registry.ts";
 import type { Session } from "../session/session.ts";
 import type { ClusterLink } from "./link.ts";
 
@@ -20,7 +21,13 @@ export function clusterMirror(inner: StateMirror | undefined, link: ClusterLink)
     },
     sessionSaved(session: Session) {
       inner?.sessionSaved(session);
-      link.sessionSaved(session.clientId, session.subscriptions, session.expiresAt);
+      const interval = session.expiryIntervalS;
+      link.sessionSaved(
+        session.clientId,
+        session.subscriptions,
+        session.expiresAt,
+        interval === undefined ? undefined : interval === NEVER_EXPIRES ? 0 : interval * 1000,
+      );
     },
     // The broker tells the link itself, for clean sessions too.
     sessionDeleted(session: Session) {

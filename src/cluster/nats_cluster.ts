@@ -25,6 +25,7 @@ import * as jsapi from "npm:@nats-io/jetstream@3.4.0";
 import { type KV, Kvm } from "npm:@nats-io/kv@3.4.0";
 import type { QoS } from "../codec/packet.ts";
 import { Message } from "../message.ts";
+import type { SubscriptionOptions } from "../session/session.ts";
 import { matchTopic } from "../topic/topic.ts";
 import type {
   ClusterHost,
@@ -35,7 +36,7 @@ import type {
   SessionState,
 } from "./link.ts";
 import { validateClusterOptions } from "./link.ts";
-import { decodeSessionState, encodeSessionState } from "./session_state.ts";
+import { decodeSessionState, encodeSessionState, subscriptionEntry } from "./session_state.ts";
 import { filterToSubjects, subjectToTopic, topicToSubject } from "./subject.ts";
 
 // nats-server's default max_control_line is 4 KiB and a PUB line carries the subject: longer
@@ -180,8 +181,11 @@ function isBrokerSys(topic: string): boolean {
 interface SessionRecord {
   node: string;
   clean: boolean;
-  subscriptions: { topicFilter: string; qos: QoS }[];
+  subscriptions: SessionState["subscriptions"];
+  /** Epoch ms; 0 while connected (then `expiryMs` after `savedAt` counts). */
   expiresAt: number;
+  /** The session's own expiry once offline (5.0; 0 = never); absent: the broker's. */
+  expiryMs?: number;
   savedAt: number;
 }
 
@@ -999,7 +1003,7 @@ class NatsCluster implements ClusterLink {
 
   #fromRecord(record: SessionRecord, clean: boolean): SessionState | undefined {
     if (clean || record.clean) return undefined;
-    const expiry = this.#host.limits.sessionExpiryMs;
+    const expiry = record.expiryMs ?? this.#host.limits.sessionExpiryMs;
     const expiresAt = record.expiresAt !== 0
       ? record.expiresAt
       : expiry === 0
@@ -1011,15 +1015,19 @@ class NatsCluster implements ClusterLink {
 
   sessionSaved(
     clientId: string,
-    subscriptions: ReadonlyMap<string, QoS>,
+    subscriptions: ReadonlyMap<string, SubscriptionOptions>,
     expiresAt: number,
+    expiryMs?: number,
   ): void {
     if (this.#closed || clientId === this.#releasing) return;
     const record: SessionRecord = {
       node: this.#node,
       clean: false,
-      subscriptions: [...subscriptions].map(([topicFilter, qos]) => ({ topicFilter, qos })),
+      subscriptions: [...subscriptions].map(([topicFilter, options]) =>
+        subscriptionEntry(topicFilter, options)
+      ),
       expiresAt,
+      ...(expiryMs === undefined ? {} : { expiryMs }),
       savedAt: Date.now(),
     };
     const put = this.#kv.put(hex(clientId), JSON.stringify(record)).catch((error) =>

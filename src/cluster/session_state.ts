@@ -8,7 +8,12 @@ import type { QoS } from "../codec/packet.ts";
 import type { ClientInfo } from "../hooks.ts";
 import { Message } from "../message.ts";
 import type { Router } from "../router.ts";
-import { type Outgoing, Session, type SessionContext } from "../session/session.ts";
+import {
+  type Outgoing,
+  Session,
+  type SessionContext,
+  type SubscriptionOptions,
+} from "../session/session.ts";
 import type { SessionState } from "./link.ts";
 
 /**
@@ -20,10 +25,9 @@ export function exportSession(
   idOf: (message: Message) => string | undefined = () => undefined,
   skip?: ReadonlySet<Outgoing>,
 ): SessionState {
-  const subscriptions = [...session.subscriptions].map(([topicFilter, qos]) => ({
-    topicFilter,
-    qos,
-  }));
+  const subscriptions = [...session.subscriptions].map(([topicFilter, options]) =>
+    subscriptionEntry(topicFilter, options)
+  );
   const messages = [];
   for (const entry of session.outgoing()) {
     if (entry.qos === 0 || skip?.has(entry)) continue;
@@ -38,6 +42,18 @@ export function exportSession(
     });
   }
   return { subscriptions, messages, inboundQos2: [...session.inboundQos2Ids] };
+}
+
+/** A subscription as a session's state carries it: the options only when they say more. */
+export function subscriptionEntry(
+  topicFilter: string,
+  options: SubscriptionOptions,
+): SessionState["subscriptions"][number] {
+  const { qos } = options;
+  return options.noLocal || options.retainAsPublished || options.retainHandling !== 0 ||
+      options.subscriptionId !== undefined
+    ? { topicFilter, qos, options }
+    : { topicFilter, qos };
 }
 
 /** Where an adopted session goes. */
@@ -56,8 +72,8 @@ export function adoptSession(
 ): Session {
   const session = new Session(clientId, false, client, target.sessionContext);
   target.sessions.set(clientId, session);
-  for (const { topicFilter, qos } of state.subscriptions) {
-    target.router.subscribe(session, topicFilter, qos as QoS);
+  for (const { topicFilter, qos, options } of state.subscriptions) {
+    target.router.subscribe(session, topicFilter, options ?? (qos as QoS));
   }
   addMessages(session, state.messages);
   for (const id of state.inboundQos2) session.addInboundQos2(id);

@@ -2,7 +2,8 @@
  * UTF-8 helpers shared by the decoder and the encoder (private to the codec).
  *
  * MQTT strings must be well-formed UTF-8 without U+0000 [MQTT-1.5.3-1] [MQTT-1.5.3-2], and a
- * leading U+FEFF must be kept as is [MQTT-1.5.3-3], hence `ignoreBOM`.
+ * leading U+FEFF must be kept as is [MQTT-1.5.3-3], hence `ignoreBOM`. MQTT 5.0 has the same
+ * rules under [MQTT-1.5.4-1] [MQTT-1.5.4-2] [MQTT-1.5.4-3].
  *
  * @module
  */
@@ -17,17 +18,17 @@ const ENCODER = new TextEncoder();
 const ASCII_FAST_PATH_MAX = 64;
 
 /**
- * Decodes the MQTT string in `buf[start, end)`.
+ * Decodes the MQTT string in `buf[start, end)`; `v5` picks the MQTT 5.0 spec tags.
  *
  * @throws {DecodeError} on ill-formed UTF-8 [MQTT-1.5.3-1] or U+0000 [MQTT-1.5.3-2].
  */
-export function decodeUtf8(buf: Uint8Array, start: number, end: number): string {
+export function decodeUtf8(buf: Uint8Array, start: number, end: number, v5 = false): string {
   if (end - start <= ASCII_FAST_PATH_MAX) {
     let i = start;
     for (; i < end; i++) {
       const c = buf[i];
       if (c >= 0x80) break;
-      if (c === 0) throw nulError();
+      if (c === 0) throw nulError(v5);
     }
     if (i === end) {
       return String.fromCharCode.apply(null, buf.subarray(start, end) as unknown as number[]);
@@ -39,15 +40,38 @@ export function decodeUtf8(buf: Uint8Array, start: number, end: number): string 
   } catch {
     throw new DecodeError(
       "Cannot decode packet: string is not well-formed UTF-8",
-      "[MQTT-1.5.3-1]",
+      v5 ? "[MQTT-1.5.4-1]" : "[MQTT-1.5.3-1]",
     );
   }
-  if (s.indexOf("\0") !== -1) throw nulError();
+  if (s.indexOf("\0") !== -1) throw nulError(v5);
   return s;
 }
 
-function nulError(): DecodeError {
-  return new DecodeError("Cannot decode packet: string contains U+0000", "[MQTT-1.5.3-2]");
+/**
+ * Whether `bytes` are well-formed UTF-8 without U+0000: what a PUBLISH with Payload Format
+ * Indicator 1 promises (5.0 section 3.3.2.3.2; a receiver may answer 0x99 otherwise).
+ */
+export function isUtf8(bytes: Uint8Array): boolean {
+  let i = 0;
+  const n = bytes.length;
+  for (; i < n; i++) {
+    const c = bytes[i];
+    if (c === 0) return false;
+    if (c >= 0x80) break;
+  }
+  if (i === n) return true;
+  try {
+    return FATAL_DECODER.decode(bytes.subarray(i)).indexOf("\0") === -1;
+  } catch {
+    return false;
+  }
+}
+
+function nulError(v5: boolean): DecodeError {
+  return new DecodeError(
+    "Cannot decode packet: string contains U+0000",
+    v5 ? "[MQTT-1.5.4-2]" : "[MQTT-1.5.3-2]",
+  );
 }
 
 /**

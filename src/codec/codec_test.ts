@@ -428,8 +428,8 @@ Deno.test("decoder joins chunks pushed without draining in between", () => {
 
 Deno.test("decoder stops at an unknown protocol name/level pair [MQTT-3.1.2-2]", () => {
   const cases: [string, number, number[]][] = [
-    // MQTT 5: properties and the payload follow; the codec does not read them.
-    ["MQTT", 5, [0x10, 14, 0, 4, ...s("MQTT"), 5, 0x02, 0, 60, 0, 0, 1, ...s("x")]],
+    // A future level 6: whatever follows is not read.
+    ["MQTT", 6, [0x10, 14, 0, 4, ...s("MQTT"), 6, 0x02, 0, 60, 0, 0, 1, ...s("x")]],
     ["MQTT", 3, [0x10, 13, 0, 4, ...s("MQTT"), 3, 0x03, 0, 60, 0, 1, ...s("x")]],
     ["MQIsdp", 4, [0x10, 15, 0, 6, ...s("MQIsdp"), 4, 0x02, 0, 60, 0, 1, ...s("x")]],
     ["MQTTX", 4, [0x10, 11, 0, 5, ...s("MQTTX"), 4, 0x02, 0, 60]],

@@ -1,8 +1,11 @@
 /**
- * Incremental MQTT 3.1.1 decoder: bytes in, typed packets out. Pure: no I/O, no timers.
+ * Incremental MQTT 3.1.1 and 5.0 decoder: bytes in, typed packets out. Pure: no I/O, no timers.
  *
  * A small state machine (fixed header → remaining length → body). The remaining length is checked
  * against `maxPacketSize` as soon as the fixed header is known, before the body is buffered.
+ * Framing is the same in every version, so one decoder can serve connections of any version in
+ * turn: `next(version)` picks the bodies (3.1.1 here, 5.0 in `_decode_v5.ts`); a CONNECT is always
+ * read by the protocol level it carries.
  *
  * @module
  */
@@ -10,21 +13,58 @@
 import {
   type ConnectPacket,
   DecodeError,
+  type DisconnectPacket,
   type EmptyPacket,
   type Packet,
+  type ProtocolVersion,
   type QoS,
+  REASON,
   type Subscription,
   type Will,
 } from "./packet.ts";
-import { decodeUtf8 } from "./_utf8.ts";
+import { EMPTY, READER, type Reader } from "./_reader.ts";
+import { isUtf8 } from "./_utf8.ts";
+import {
+  decodeAuthV5,
+  decodeConnackV5,
+  decodeConnectV5,
+  decodeDisconnectV5,
+  decodePubAckV5,
+  decodePublishV5,
+  decodeSubackV5,
+  decodeSubscribeV5,
+  decodeUnsubackV5,
+  decodeUnsubscribeV5,
+} from "./_decode_v5.ts";
+
+/**
+ * Whether a payload is well-formed UTF-8 without U+0000, as a 5.0 PUBLISH or will with Payload
+ * Format Indicator 1 declares it; the receiver may answer 0x99 (payload format invalid) when not.
+ *
+ * @example
+ * ```ts
+ * import { isUtf8Payload } from "./decoder.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(isUtf8Payload(new TextEncoder().encode("21.5 °C")), true);
+ * assert.equal(isUtf8Payload(new Uint8Array([0xc3, 0x28])), false);
+ * ```
+ */
+export function isUtf8Payload(payload: Uint8Array): boolean {
+  return isUtf8(payload);
+}
 
 /** Options of a {@linkcode Decoder}. */
 export interface DecoderOptions {
   /** Largest packet accepted, whole (fixed header included), in bytes. */
   maxPacketSize: number;
+  /**
+   * Which side reads: a "server" (the default) rejects what only a server may send, such as a
+   * Subscription Identifier on PUBLISH [MQTT-3.3.4-6]; a "client" rejects what only a client may
+   * send, such as Session Expiry Interval on DISCONNECT [MQTT-3.14.2-2].
+   */
+  role?: "server" | "client";
 }
-
-const EMPTY = new Uint8Array(0);
 /** Longest fixed header: 1 type byte and at most 4 remaining-length bytes. */
 const MAX_HEADER_BYTES = 5;
 /**
@@ -58,6 +98,7 @@ const EAGER_ALLOCATION_BYTES = 64 * 1024;
  */
 export class Decoder {
   readonly #maxPacketSize: number;
+  readonly #server: boolean;
   /** Borrowed (or, after a join, owned) bytes not yet decoded: `#chunk[#pos, #end)`. */
   #chunk: Uint8Array = EMPTY;
   #pos = 0;
@@ -87,6 +128,7 @@ export class Decoder {
       throw new RangeError(`maxPacketSize must be an integer >= 2, got ${max}`);
     }
     this.#maxPacketSize = max;
+    this.#server = options.role !== "client";
   }
 
   /** Bytes held for packets not yet returned by `next()`. */
@@ -101,7 +143,10 @@ export class Decoder {
    * while it waits) into a decoder of its own. Borrowed chunks stay borrowed.
    */
   detach(): Decoder {
-    const other = new Decoder({ maxPacketSize: this.#maxPacketSize });
+    const other = new Decoder({
+      maxPacketSize: this.#maxPacketSize,
+      role: this.#server ? "server" : "client",
+    });
     other.#chunk = this.#chunk;
     other.#pos = this.#pos;
     other.#end = this.#end;
@@ -163,12 +208,15 @@ export class Decoder {
   /**
    * Returns the next complete packet, or `undefined` when more bytes are needed.
    *
-   * @throws {DecodeError} when the bytes break MQTT 3.1.1; the connection must then be closed.
+   * @param version The connection's protocol version (default 4, i.e. 3.1.1; 3 reads the same
+   * bodies). A CONNECT is read by the level it carries, whatever `version` says.
+   * @throws {DecodeError} when the bytes break the standard; the connection must then be closed
+   * (in 5.0 after a DISCONNECT with the error's `reasonCode`).
    */
-  next(): Packet | undefined {
+  next(version: ProtocolVersion = 4): Packet | undefined {
     if (this.#error !== undefined) throw this.#error;
     try {
-      return this.#next();
+      return this.#next(version);
     } catch (e) {
       if (e instanceof DecodeError) {
         this.#error = e;
@@ -179,7 +227,7 @@ export class Decoder {
     }
   }
 
-  #next(): Packet | undefined {
+  #next(version: ProtocolVersion): Packet | undefined {
     const partial = this.#partial;
     if (partial !== undefined) {
       const total = this.#partialTotal;
@@ -187,7 +235,7 @@ export class Decoder {
       this.#partial = undefined;
       this.#partialLength = 0;
       this.#partialTotal = 0;
-      return this.#decode(partial, 0, this.#partialHeaderLength, total);
+      return this.#decode(partial, 0, this.#partialHeaderLength, total, version);
     }
     const buf = this.#chunk;
     const pos = this.#pos;
@@ -210,7 +258,7 @@ export class Decoder {
       return undefined;
     }
     this.#pos = pos + total;
-    return this.#decode(buf, pos, pos + this.#headerLength, pos + total);
+    return this.#decode(buf, pos, pos + this.#headerLength, pos + total, version);
   }
 
   #release(): void {
@@ -276,8 +324,11 @@ export class Decoder {
       if ((b & 0x80) === 0) {
         const total = i + 1 + remaining;
         if (total > this.#maxPacketSize) {
+          // 5.0 (3.2.2.3.6): a packet over the advertised Maximum Packet Size gets 0x95
           throw new DecodeError(
             `Cannot decode packet: size ${total} exceeds maxPacketSize ${this.#maxPacketSize}`,
+            "",
+            REASON.packetTooLarge,
           );
         }
         this.#headerLength = i + 1;
@@ -289,17 +340,28 @@ export class Decoder {
   }
 
   /** Decodes the packet `buf[start, end)` whose body starts at `bodyStart`. */
-  #decode(buf: Uint8Array, start: number, bodyStart: number, end: number): Packet {
+  #decode(
+    buf: Uint8Array,
+    start: number,
+    bodyStart: number,
+    end: number,
+    version: ProtocolVersion,
+  ): Packet {
     const first = buf[start];
     const flags = first & 0x0f;
     const r = READER;
     r.buf = buf;
     r.pos = bodyStart;
     r.end = end;
+    const v5 = version === 5;
+    r.v5 = v5;
+    // [MQTT-2.2.2-1] (3.1.1) [MQTT-2.1.3-1] (5.0) reserved flag bits hold the listed value
+    const flagsTag = v5 ? "[MQTT-2.1.3-1]" : "[MQTT-2.2.2-1]";
     let packet: Packet;
     switch (first >> 4) {
       case 3: {
         const qos = (flags >> 1) & 3;
+        // [MQTT-3.3.1-4] both QoS bits set is malformed, in both versions
         if (qos === 3) {
           throw new DecodeError("Cannot decode packet: PUBLISH with QoS 3", "[MQTT-3.3.1-4]");
         }
@@ -309,6 +371,10 @@ export class Decoder {
             "Cannot decode packet: PUBLISH with DUP set and QoS 0",
             "[MQTT-3.3.1-2]",
           );
+        }
+        if (v5) {
+          packet = decodePublishV5(r, flags, qos as QoS, dup, this.#server);
+          break;
         }
         const topic = r.string("topic name");
         if (qos === 0) {
@@ -336,57 +402,66 @@ export class Decoder {
         break;
       }
       case 4:
-        checkFlags(flags, 0, "PUBACK", "[MQTT-2.2.2-1]");
-        packet = { type: "puback", packetId: r.packetId() };
+        checkFlags(flags, 0, "PUBACK", flagsTag);
+        packet = v5 ? decodePubAckV5(r, "puback") : { type: "puback", packetId: r.packetId() };
         break;
       case 5:
-        checkFlags(flags, 0, "PUBREC", "[MQTT-2.2.2-1]");
-        packet = { type: "pubrec", packetId: r.packetId() };
+        checkFlags(flags, 0, "PUBREC", flagsTag);
+        packet = v5 ? decodePubAckV5(r, "pubrec") : { type: "pubrec", packetId: r.packetId() };
         break;
       case 6:
         checkFlags(flags, 2, "PUBREL", "[MQTT-3.6.1-1]");
-        packet = { type: "pubrel", packetId: r.packetId() };
+        packet = v5 ? decodePubAckV5(r, "pubrel") : { type: "pubrel", packetId: r.packetId() };
         break;
       case 7:
-        checkFlags(flags, 0, "PUBCOMP", "[MQTT-2.2.2-1]");
-        packet = { type: "pubcomp", packetId: r.packetId() };
+        checkFlags(flags, 0, "PUBCOMP", flagsTag);
+        packet = v5 ? decodePubAckV5(r, "pubcomp") : { type: "pubcomp", packetId: r.packetId() };
         break;
       case 12:
-        checkFlags(flags, 0, "PINGREQ", "[MQTT-2.2.2-1]");
+        checkFlags(flags, 0, "PINGREQ", flagsTag);
         packet = PINGREQ_PACKET;
         break;
       case 14:
-        checkFlags(flags, 0, "DISCONNECT", "[MQTT-2.2.2-1]");
-        packet = DISCONNECT_PACKET;
+        // [MQTT-3.14.1-1] (5.0) reserved bits are 0
+        checkFlags(flags, 0, "DISCONNECT", v5 ? "[MQTT-3.14.1-1]" : flagsTag);
+        packet = v5 && r.pos < end ? decodeDisconnectV5(r, this.#server) : DISCONNECT_PACKET;
         break;
       case 8:
         checkFlags(flags, 2, "SUBSCRIBE", "[MQTT-3.8.1-1]");
-        packet = decodeSubscribe(r);
+        packet = v5 ? decodeSubscribeV5(r) : decodeSubscribe(r);
         break;
       case 10:
         checkFlags(flags, 2, "UNSUBSCRIBE", "[MQTT-3.10.1-1]");
-        packet = decodeUnsubscribe(r);
+        packet = v5 ? decodeUnsubscribeV5(r) : decodeUnsubscribe(r);
         break;
       case 1:
-        checkFlags(flags, 0, "CONNECT", "[MQTT-2.2.2-1]");
+        checkFlags(flags, 0, "CONNECT", flagsTag);
         packet = decodeConnect(r);
         break;
       case 2:
-        checkFlags(flags, 0, "CONNACK", "[MQTT-2.2.2-1]");
-        packet = decodeConnack(r);
+        checkFlags(flags, 0, "CONNACK", flagsTag);
+        packet = v5 ? decodeConnackV5(r) : decodeConnack(r);
         break;
       case 9:
-        checkFlags(flags, 0, "SUBACK", "[MQTT-2.2.2-1]");
-        packet = decodeSuback(r);
+        checkFlags(flags, 0, "SUBACK", flagsTag);
+        packet = v5 ? decodeSubackV5(r) : decodeSuback(r);
         break;
       case 11:
-        checkFlags(flags, 0, "UNSUBACK", "[MQTT-2.2.2-1]");
-        packet = { type: "unsuback", packetId: r.packetId() };
+        checkFlags(flags, 0, "UNSUBACK", flagsTag);
+        packet = v5 ? decodeUnsubackV5(r) : { type: "unsuback", packetId: r.packetId() };
         break;
       case 13:
-        checkFlags(flags, 0, "PINGRESP", "[MQTT-2.2.2-1]");
+        checkFlags(flags, 0, "PINGRESP", flagsTag);
         packet = PINGRESP_PACKET;
         break;
+      case 15:
+        if (v5) {
+          // [MQTT-3.15.1-1] AUTH flags are 0
+          checkFlags(flags, 0, "AUTH", "[MQTT-3.15.1-1]");
+          packet = decodeAuthV5(r);
+          break;
+        }
+        throw new DecodeError("Cannot decode packet: reserved packet type 15");
       default:
         throw new DecodeError(`Cannot decode packet: reserved packet type ${first >> 4}`);
     }
@@ -407,62 +482,10 @@ function initialCapacity(total: number, have: number): number {
   return total <= EAGER_ALLOCATION_BYTES ? total : Math.max(have, EAGER_ALLOCATION_BYTES);
 }
 
-/** Cursor over one packet's body; every read is bounds-checked against `end`. */
-class Reader {
-  buf: Uint8Array = EMPTY;
-  pos = 0;
-  end = 0;
-
-  u8(what: string): number {
-    if (this.pos >= this.end) throw truncated(what);
-    return this.buf[this.pos++];
-  }
-
-  u16(what: string): number {
-    const p = this.pos;
-    if (p + 2 > this.end) throw truncated(what);
-    this.pos = p + 2;
-    return (this.buf[p] << 8) | this.buf[p + 1];
-  }
-
-  packetId(): number {
-    const id = this.u16("packet identifier");
-    // [MQTT-2.3.1-1] a packet identifier is non-zero
-    if (id === 0) {
-      throw new DecodeError("Cannot decode packet: packet identifier 0", "[MQTT-2.3.1-1]");
-    }
-    return id;
-  }
-
-  string(what: string): string {
-    const len = this.u16(what);
-    const p = this.pos;
-    if (p + len > this.end) throw truncated(what);
-    this.pos = p + len;
-    return decodeUtf8(this.buf, p, p + len);
-  }
-
-  bytes(what: string): Uint8Array {
-    const len = this.u16(what);
-    const p = this.pos;
-    if (p + len > this.end) throw truncated(what);
-    this.pos = p + len;
-    return this.buf.slice(p, p + len);
-  }
-}
-
-// One reader for every decoder: decoding is synchronous and never re-entered, and a reader per
-// connection would cost memory on every idle client.
-const READER = new Reader();
-
 // Packets without fields are shared: a client flooding PINGREQ makes no garbage per packet.
 const PINGREQ_PACKET: EmptyPacket = Object.freeze({ type: "pingreq" });
 const PINGRESP_PACKET: EmptyPacket = Object.freeze({ type: "pingresp" });
-const DISCONNECT_PACKET: EmptyPacket = Object.freeze({ type: "disconnect" });
-
-function truncated(what: string): DecodeError {
-  return new DecodeError(`Cannot decode packet: truncated ${what}`);
-}
+const DISCONNECT_PACKET: DisconnectPacket = Object.freeze({ type: "disconnect" });
 
 function checkFlags(flags: number, expected: number, name: string, specRef: string): void {
   // [MQTT-2.2.2-1] reserved flag bits hold the value of Table 2.2; [MQTT-2.2.2-2] else close
@@ -481,6 +504,10 @@ function decodeConnect(r: Reader): ConnectPacket {
   const protocolLevel = r.u8("protocol level");
   const flags = r.u8("connect flags");
   const keepAlive = r.u16("keep alive");
+  if (protocolName === "MQTT" && protocolLevel === 5) {
+    return decodeConnectV5(r, protocolName, protocolLevel, flags, keepAlive);
+  }
+  r.v5 = false;
   const cleanSession = (flags & 0x02) !== 0;
   if (
     !((protocolName === "MQTT" && protocolLevel === 4) ||

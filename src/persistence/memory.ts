@@ -13,6 +13,9 @@ import type {
   Persistence,
   SessionRecord,
   StoredMessage,
+  StoredProperties,
+  StoredSubscription,
+  StoredWill,
 } from "./persistence.ts";
 
 const encoder = new TextEncoder();
@@ -78,15 +81,30 @@ export class MemoryPersistence implements Persistence {
   load(limits: LoadLimits): LoadResult {
     if (!this.#open) throw new Error("Cannot load: the store is not open");
     const now = limits.now ?? Date.now();
-    const skipped = { sessions: 0, expiredSessions: 0, retained: 0, messages: 0 };
+    const skipped = {
+      sessions: 0,
+      expiredSessions: 0,
+      retained: 0,
+      messages: 0,
+      expiredMessages: 0,
+    };
+    const expiredWills: LoadResult["expiredWills"] = [];
+    const isExpired = (m: StoredMessage) =>
+      m.expiresAt !== undefined && m.expiresAt !== 0 &&
+      m.expiresAt <= now;
 
     const retained: StoredMessage[] = [];
     let retainedBytes = 0;
     for (const topic of [...this.#retained.keys()].sort()) {
       const message = this.#retained.get(topic)!;
       const size = encoder.encode(topic).length + message.payload.length;
-      if (retained.length < limits.maxRetained && retainedBytes + size <= limits.maxRetainedBytes) {
-        retained.push({ ...message, retain: true });
+      if (isExpired(message)) {
+        skipped.expiredMessages++;
+        this.setRetained({ ...message, payload: new Uint8Array(0) });
+      } else if (
+        retained.length < limits.maxRetained && retainedBytes + size <= limits.maxRetainedBytes
+      ) {
+        retained.push(copyMessage(message, true));
         retainedBytes += size;
       } else {
         skipped.retained++;
@@ -99,8 +117,12 @@ export class MemoryPersistence implements Persistence {
       const record = this.#sessions.get(clientId)!;
       const expired = record.expiresAt !== 0 && record.expiresAt <= now;
       if (expired || sessions.length >= limits.maxSessions) {
-        if (expired) skipped.expiredSessions++;
-        else skipped.sessions++;
+        if (expired) {
+          skipped.expiredSessions++;
+          if (record.will !== undefined) {
+            expiredWills.push({ clientId, will: copyWill(record.will) });
+          }
+        } else skipped.sessions++;
         skipped.messages += this.#outbound.get(clientId)?.size ?? 0;
         this.deleteSession(clientId);
         continue;
@@ -111,7 +133,10 @@ export class MemoryPersistence implements Persistence {
       );
       let queued = 0;
       for (const r of records) {
-        if (r.state === "queued" && ++queued > limits.maxQueued) {
+        if (r.state === "queued" && isExpired(r.message)) {
+          skipped.expiredMessages++;
+          this.deleteOutbound(clientId, r.seq);
+        } else if (r.state === "queued" && ++queued > limits.maxQueued) {
           skipped.messages++;
           this.deleteOutbound(clientId, r.seq);
         } else {
@@ -134,14 +159,14 @@ export class MemoryPersistence implements Persistence {
     for (const clientId of this.#inbound.keys()) {
       if (!this.#sessions.has(clientId)) this.#inbound.delete(clientId);
     }
-    return { retained, sessions, skipped };
+    return { retained, sessions, skipped, expiredWills };
   }
 
   /** Stores or (empty payload) deletes a retained message. */
   setRetained(message: StoredMessage): void {
     if (!this.#open) return;
     if (message.payload.length === 0) this.#retained.delete(message.topic);
-    else this.#retained.set(message.topic, { ...message, retain: true });
+    else this.#retained.set(message.topic, copyMessage(message, true));
     this.#touch();
   }
 
@@ -240,20 +265,86 @@ export class MemoryPersistence implements Persistence {
 }
 
 function copySession(record: SessionRecord): SessionRecord {
-  return {
+  const copy: SessionRecord = {
     clientId: record.clientId,
-    subscriptions: record.subscriptions.map((s) => ({ topicFilter: s.topicFilter, qos: s.qos })),
+    subscriptions: record.subscriptions.map(copySubscription),
     expiresAt: record.expiresAt,
   };
+  if (record.expiryIntervalS !== undefined) copy.expiryIntervalS = record.expiryIntervalS;
+  if (record.will !== undefined) copy.will = copyWill(record.will);
+  return copy;
+}
+
+/** Only the options that are set, as the SQLite store reads them back. */
+function copySubscription(s: StoredSubscription): StoredSubscription {
+  const copy: StoredSubscription = { topicFilter: s.topicFilter, qos: s.qos };
+  if (s.noLocal) copy.noLocal = true;
+  if (s.retainAsPublished) copy.retainAsPublished = true;
+  if (s.retainHandling) copy.retainHandling = s.retainHandling;
+  if (s.subscriptionId !== undefined) copy.subscriptionId = s.subscriptionId;
+  return copy;
 }
 
 function copyOutbound(record: OutboundRecord): OutboundRecord {
-  const m = record.message;
-  return {
+  const copy: OutboundRecord = {
     clientId: record.clientId,
     seq: record.seq,
     packetId: record.packetId,
     state: record.state,
-    message: { topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain },
+    message: copyMessage(record.message, record.message.retain),
   };
+  if (record.subscriptionIds !== undefined && record.subscriptionIds.length > 0) {
+    copy.subscriptionIds = [...record.subscriptionIds];
+  }
+  return copy;
+}
+
+function copyMessage(m: StoredMessage, retain: boolean): StoredMessage {
+  const copy: StoredMessage = { topic: m.topic, payload: m.payload, qos: m.qos, retain };
+  if (m.expiresAt !== undefined && m.expiresAt !== 0) copy.expiresAt = m.expiresAt;
+  const p = copyProperties(m.properties);
+  if (p !== undefined) copy.properties = p;
+  return copy;
+}
+
+function copyWill(w: StoredWill): StoredWill {
+  const copy: StoredWill = {
+    topic: w.topic,
+    payload: w.payload,
+    qos: w.qos,
+    retain: w.retain,
+    publishAt: w.publishAt,
+  };
+  const p = copyProperties(w.properties);
+  if (p !== undefined) copy.properties = p;
+  if (w.messageExpiryS !== undefined) copy.messageExpiryS = w.messageExpiryS;
+  return copy;
+}
+
+/** A copy that reads back as the SQLite store's does: no empty object, no empty user list. */
+function copyProperties(p: StoredProperties | undefined): StoredProperties | undefined {
+  if (p === undefined) return undefined;
+  const copy: StoredProperties = {};
+  let any = false;
+  if (p.payloadFormatIndicator !== undefined) {
+    copy.payloadFormatIndicator = p.payloadFormatIndicator;
+    any = true;
+  }
+  if (p.contentType !== undefined) {
+    copy.contentType = p.contentType;
+    any = true;
+  }
+  if (p.responseTopic !== undefined) {
+    copy.responseTopic = p.responseTopic;
+    any = true;
+  }
+  if (p.correlationData !== undefined) {
+    copy.correlationData = p.correlationData.slice();
+    any = true;
+  }
+  if (p.userProperties !== undefined && p.userProperties.length > 0) {
+    copy.userProperties = p.userProperties.map(([k, v]) => [k, v]);
+    any = true;
+  }
+  return any ? copy : undefined;
 }

@@ -14,7 +14,25 @@
  *
  * @module
  */
-import type { QoS, Subscription } from "../codec/packet.ts";
+import type { QoS } from "../codec/packet.ts";
+
+/**
+ * The MQTT 5.0 properties a message keeps on its way from publisher to subscriber, as stored.
+ * The names are those of the standard (3.3.2.3); every field is optional, and a 3.1.1 message has
+ * none.
+ */
+export interface StoredProperties {
+  /** Payload Format Indicator: false unspecified bytes, true UTF-8. */
+  payloadFormatIndicator?: boolean;
+  /** Content Type. */
+  contentType?: string;
+  /** Response Topic. */
+  responseTopic?: string;
+  /** Correlation Data. */
+  correlationData?: Uint8Array;
+  /** User Properties, in the order they were received (a name may repeat). */
+  userProperties?: [string, string][];
+}
 
 /**
  * An application message as stored: a retained message, or one waiting for a session.
@@ -31,6 +49,51 @@ export interface StoredMessage {
   qos: QoS;
   /** Retain flag as it will be sent. Always `true` for messages returned as retained. */
   retain: boolean;
+  /** The 5.0 properties forwarded with it; absent when it has none. */
+  properties?: StoredProperties;
+  /**
+   * Wall-clock deadline (epoch ms) from its Message Expiry Interval: after it the message is not
+   * delivered, and it is not loaded. Absolute, so time spent while the broker was down counts.
+   * 0 or absent: it does not expire.
+   */
+  expiresAt?: number;
+}
+
+/** A granted subscription with its 5.0 options (3.1.1 subscriptions have only the first two). */
+export interface StoredSubscription {
+  /** The topic filter as subscribed, `$share/{group}/` included for a shared subscription. */
+  topicFilter: string;
+  /** Granted (maximum) QoS. */
+  qos: QoS;
+  /** No Local: messages the session published itself are not sent to it. */
+  noLocal?: boolean;
+  /** Retain As Published: forwarded messages keep their retain flag. */
+  retainAsPublished?: boolean;
+  /** Retain Handling: 0 send retained on subscribe, 1 only if new, 2 never. */
+  retainHandling?: 0 | 1 | 2;
+  /** Subscription Identifier (1..268 435 455). */
+  subscriptionId?: number;
+}
+
+/** A will that waits for its Will Delay Interval while its session is offline (5.0). */
+export interface StoredWill {
+  /** Will topic. */
+  topic: string;
+  /** Will payload. */
+  payload: Uint8Array;
+  /** Will QoS. */
+  qos: QoS;
+  /** Will retain flag. */
+  retain: boolean;
+  /** Will properties that travel with the message (payload format, content type, …). */
+  properties?: StoredProperties;
+  /**
+   * The will's Message Expiry Interval in seconds, counted from when it is published; absent: it
+   * does not expire.
+   */
+  messageExpiryS?: number;
+  /** When it is due (epoch ms): the disconnect time plus the Will Delay Interval. */
+  publishAt: number;
 }
 
 /** A persistent session without its messages. */
@@ -38,13 +101,21 @@ export interface SessionRecord {
   /** Client identifier; the key of the session. */
   clientId: string;
   /** Granted subscriptions, in the order the broker keeps them. */
-  subscriptions: Subscription[];
+  subscriptions: StoredSubscription[];
   /**
    * When the session expires, in epoch milliseconds. 0 means "not while the client is connected"
    * or "never"; the broker sets it when the client disconnects. A session loaded with 0 after a
    * crash was connected when the broker stopped.
    */
   expiresAt: number;
+  /**
+   * Session Expiry Interval in seconds (5.0, after the broker's cap); 0xFFFFFFFF = never. Absent:
+   * the broker's `sessionExpiryMs` applies (3.1.1 sessions, and every session of a schema 1 store).
+   * Restoring a session saved while connected (`expiresAt` 0) starts its expiry from this.
+   */
+  expiryIntervalS?: number;
+  /** A will still waiting for its delay; absent when there is none. */
+  will?: StoredWill;
 }
 
 /**
@@ -70,6 +141,8 @@ export interface OutboundRecord {
   state: OutboundState;
   /** The message itself. */
   message: StoredMessage;
+  /** 5.0 Subscription Identifiers it is delivered with (resent with it); absent: none. */
+  subscriptionIds?: number[];
 }
 
 /** A session as loaded: the record plus its outbound messages and unreleased QoS 2 packet ids. */
@@ -106,8 +179,8 @@ export interface LoadLimits {
    */
   maxQueued: number;
   /**
-   * Current time in epoch ms, for session expiry: a session whose `expiresAt` is non-zero and not
-   * after `now` is not loaded. Defaults to `Date.now()`.
+   * Current time in epoch ms, for session and message expiry: a session or message whose
+   * `expiresAt` is non-zero and not after `now` is not loaded. Defaults to `Date.now()`.
    */
   now?: number;
 }
@@ -123,12 +196,19 @@ export interface SkippedCounts {
   retained: number;
   /** Outbound records not returned: over `maxQueued`, or belonging to a session not loaded. */
   messages: number;
+  /** Retained and outbound messages not returned because their `expiresAt` had passed. */
+  expiredMessages: number;
 }
 
 /** The result of `load`. */
 export interface LoadResult extends LoadedState {
   /** What was left out because of the limits or expiry. */
   skipped: SkippedCounts;
+  /**
+   * Wills of sessions that expired while the broker was down: the session ended, so its will is
+   * due now [MQTT-3.1.2-8]. Their sessions are not loaded (and are deleted).
+   */
+  expiredWills: { clientId: string; will: StoredWill }[];
 }
 
 /** What `open` found and had to do. */
@@ -139,6 +219,8 @@ export interface OpenReport {
    * Set when an unreadable store was moved aside: where to, and why. The store then started empty.
    */
   movedAside?: { path: string; reason: string };
+  /** Set when the store was written by an older schema and was migrated in place: its version. */
+  migratedFrom?: number;
 }
 
 /**

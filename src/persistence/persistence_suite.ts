@@ -13,6 +13,9 @@ import type {
   Persistence,
   SessionRecord,
   StoredMessage,
+  StoredProperties,
+  StoredSubscription,
+  StoredWill,
 } from "./persistence.ts";
 
 /** What a backend's factory hands to the suite for one test. */
@@ -71,7 +74,12 @@ const seqs = (state: LoadResult, clientId: string): number[] =>
  * `seq` order through their state transitions; delete a session's messages with it; load within
  * limits, count what it skipped and delete it; write all changes of one event-loop turn as one
  * batch (`commits` goes up by one); reject `commit()` after `close()` and ignore changes made
- * while closed; capture records at call time.
+ * while closed; capture records at call time. And the 5.0 state: subscription options and
+ * identifiers, shared subscription filters, the Session Expiry Interval, a delayed will (removed
+ * by saving the session without one), message properties (User Properties in order, binary
+ * Correlation Data), outbound Subscription Identifiers; message expiry as a wall-clock deadline
+ * (a queued or retained message past it is not loaded and is deleted, an in-flight one is kept);
+ * the will of a session that expired while stored comes back once in `expiredWills`.
  *
  * @example Run the suite against the in-memory store
  * ```ts
@@ -152,7 +160,13 @@ export function persistenceSuite(name: string, makeStore: () => Promise<StoreFix
       outbound: [],
       inboundQos2: [1],
     });
-    assert.deepEqual(loaded.skipped, { sessions: 0, expiredSessions: 0, retained: 0, messages: 0 });
+    assert.deepEqual(loaded.skipped, {
+      sessions: 0,
+      expiredSessions: 0,
+      retained: 0,
+      messages: 0,
+      expiredMessages: 0,
+    });
   });
 
   test("a retained topic is replaced, and deleted by an empty payload", async ({ store, reopen }) => {
@@ -298,6 +312,7 @@ export function persistenceSuite(name: string, makeStore: () => Promise<StoreFix
       expiredSessions: 1, // s2
       retained: 2, // r/c (bytes), r/e (count)
       messages: 2 + 1 + 1 + 2 + 1, // s1 over maxQueued, s2, s4, s5, nobody
+      expiredMessages: 0,
     });
     await limited.commit();
     await limited.close();
@@ -308,7 +323,224 @@ export function persistenceSuite(name: string, makeStore: () => Promise<StoreFix
     assert.deepEqual(all.sessions.map((s) => s.clientId), ["s1", "s3"]);
     assert.deepEqual(seqs(all, "s1"), [1, 2, 3, 4]);
     assert.deepEqual(all.retained.map((r) => r.topic), ["r/a", "r/b", "r/d"]);
-    assert.deepEqual(all.skipped, { sessions: 0, expiredSessions: 0, retained: 0, messages: 0 });
+    assert.deepEqual(all.skipped, {
+      sessions: 0,
+      expiredSessions: 0,
+      retained: 0,
+      messages: 0,
+      expiredMessages: 0,
+    });
+  });
+
+  test("5.0 state round-trips: subscription options and ids, session expiry interval, delayed will, message properties and deadlines", async ({ store, reopen }) => {
+    store.load(BIG);
+    const later = Date.now() + 3_600_000;
+    const properties: StoredProperties = {
+      payloadFormatIndicator: true,
+      contentType: "application/json; charset=utf-8",
+      responseTopic: "reply/ü",
+      correlationData: bytes(0, 255, 7, 0),
+      // Order kept, names may repeat.
+      userProperties: [["b", "2"], ["a", "1"], ["b", "3"], ["", ""]],
+    };
+    const subscriptions: StoredSubscription[] = [
+      { topicFilter: "plain/#", qos: 1 },
+      { topicFilter: "nl/+", qos: 2, noLocal: true, subscriptionId: 1 },
+      { topicFilter: "rap", qos: 0, retainAsPublished: true, retainHandling: 2 },
+      { topicFilter: "rh1", qos: 1, retainHandling: 1, subscriptionId: 268_435_455 },
+      { topicFilter: "$share/g1/s/#", qos: 1 },
+      { topicFilter: "$share/g2/s/#", qos: 2, retainAsPublished: true, subscriptionId: 42 },
+    ];
+    const will: StoredWill = {
+      topic: "will/t",
+      payload: bytes(1, 2, 3),
+      qos: 2,
+      retain: true,
+      properties: { contentType: "text/plain", userProperties: [["k", "v"]] },
+      messageExpiryS: 30,
+      publishAt: later,
+    };
+    store.saveSession({
+      clientId: "v5",
+      subscriptions,
+      expiresAt: later,
+      expiryIntervalS: 3600,
+      will,
+    });
+    store.saveSession({
+      clientId: "v5-never",
+      subscriptions: [],
+      expiresAt: 0,
+      expiryIntervalS: 0xffff_ffff,
+      will: { topic: "w", payload: bytes(), qos: 0, retain: false, publishAt: later },
+    });
+    store.setRetained({
+      topic: "r/props",
+      payload: text("{}"),
+      qos: 1,
+      retain: true,
+      properties,
+      expiresAt: later,
+    });
+    store.setRetained({
+      topic: "r/none",
+      payload: text("x"),
+      qos: 0,
+      retain: true,
+      properties: {},
+    });
+    const records: OutboundRecord[] = [
+      {
+        ...out("v5", 1, "sent", 1),
+        message: { ...message("o/1", bytes(1)), properties },
+        subscriptionIds: [3, 268_435_455],
+      },
+      { ...out("v5", 2), message: { ...message("o/2", bytes(2), 2), expiresAt: later } },
+      {
+        ...out("v5", 3),
+        message: {
+          ...message("o/3", bytes(3)),
+          properties: { correlationData: bytes() },
+          expiresAt: later + 1,
+        },
+      },
+    ];
+    for (const r of records) store.addOutbound(r);
+    await store.commit();
+    await store.close();
+
+    const loaded = (await reopen()).load(BIG);
+    assert.deepEqual(loaded.retained, [
+      { topic: "r/none", payload: text("x"), qos: 0, retain: true },
+      {
+        topic: "r/props",
+        payload: text("{}"),
+        qos: 1,
+        retain: true,
+        properties,
+        expiresAt: later,
+      },
+    ]);
+    assert.deepEqual(loaded.sessions[0], {
+      clientId: "v5",
+      subscriptions,
+      expiresAt: later,
+      expiryIntervalS: 3600,
+      will,
+      outbound: records,
+      inboundQos2: [],
+    });
+    assert.deepEqual(loaded.sessions[1], {
+      clientId: "v5-never",
+      subscriptions: [],
+      expiresAt: 0,
+      expiryIntervalS: 0xffff_ffff,
+      will: { topic: "w", payload: bytes(), qos: 0, retain: false, publishAt: later },
+      outbound: [],
+      inboundQos2: [],
+    });
+    assert.deepEqual(loaded.expiredWills, []);
+  });
+
+  test("saving a session without a will removes its stored will", async ({ store, reopen }) => {
+    store.load(BIG);
+    const will = { topic: "w", payload: bytes(1), qos: 1 as const, retain: false, publishAt: 5 };
+    store.saveSession({ clientId: "c", subscriptions: [], expiresAt: 0, will });
+    await store.commit();
+    store.saveSession({ clientId: "c", subscriptions: [], expiresAt: 0 });
+    await store.commit();
+    await store.close();
+    assert.deepEqual((await reopen()).load(BIG).sessions[0], {
+      clientId: "c",
+      subscriptions: [],
+      expiresAt: 0,
+      outbound: [],
+      inboundQos2: [],
+    });
+  });
+
+  test("message expiry is a wall-clock deadline: what passed it while stored is not loaded and is deleted; in-flight messages stay [MQTT-3.3.2-5]", async ({ store, reopen }) => {
+    store.load(BIG);
+    const t0 = Date.now();
+    store.saveSession(session("c"));
+    store.addOutbound({
+      ...out("c", 1, "sent", 1),
+      message: { ...message("a", bytes(1)), expiresAt: t0 + 10 },
+    });
+    store.addOutbound({
+      ...out("c", 2, "pubrel", 2),
+      message: { ...message("b", bytes(2), 2), expiresAt: t0 + 10 },
+    });
+    store.addOutbound({
+      ...out("c", 3),
+      message: { ...message("c", bytes(3)), expiresAt: t0 + 10 },
+    });
+    store.addOutbound({
+      ...out("c", 4),
+      message: { ...message("d", bytes(4)), expiresAt: t0 + 20 },
+    });
+    store.addOutbound({ ...out("c", 5), message: message("e", bytes(5)) });
+    store.setRetained({
+      topic: "r/old",
+      payload: bytes(1),
+      qos: 1,
+      retain: true,
+      expiresAt: t0 + 10,
+    });
+    store.setRetained({
+      topic: "r/new",
+      payload: bytes(2),
+      qos: 1,
+      retain: true,
+      expiresAt: t0 + 20,
+    });
+    await store.commit();
+    await store.close();
+
+    // The broker comes back at t0 + 15 (it was down in between): the deadlines of t0 + 10 passed.
+    const s1 = await reopen();
+    const first = s1.load({ ...BIG, now: t0 + 15 });
+    assert.deepEqual(seqs(first, "c"), [1, 2, 4, 5]);
+    assert.deepEqual(first.retained.map((r) => [r.topic, r.expiresAt]), [["r/new", t0 + 20]]);
+    assert.equal(first.skipped.expiredMessages, 2);
+    assert.equal(first.skipped.messages, 0);
+    assert.equal(first.sessions[0].outbound[2].message.expiresAt, t0 + 20, "deadline kept as is");
+    await s1.commit();
+    await s1.close();
+    const second = (await reopen()).load({ ...BIG, now: t0 + 15 });
+    assert.deepEqual(seqs(second, "c"), [1, 2, 4, 5], "the expired rows were deleted");
+    assert.equal(second.skipped.expiredMessages, 0);
+  });
+
+  test("the will of a session that expired while stored is returned as due, and the session is deleted", async ({ store, reopen }) => {
+    store.load(BIG);
+    const t0 = Date.now();
+    const will: StoredWill = {
+      topic: "will/late",
+      payload: text("bye"),
+      qos: 1,
+      retain: false,
+      properties: { userProperties: [["why", "expired"]] },
+      publishAt: t0 + 50, // the will delay is longer than the session's remaining life
+    };
+    store.saveSession({ ...session("gone", t0 + 10), expiryIntervalS: 1, will });
+    store.saveSession({
+      ...session("kept", t0 + 100),
+      expiryIntervalS: 1,
+      will: { ...will, topic: "will/kept" },
+    });
+    await store.commit();
+    await store.close();
+    const s1 = await reopen();
+    const loaded = s1.load({ ...BIG, now: t0 + 20 });
+    assert.deepEqual(loaded.sessions.map((s) => s.clientId), ["kept"]);
+    assert.equal(loaded.sessions[0].will?.topic, "will/kept");
+    assert.deepEqual(loaded.expiredWills, [{ clientId: "gone", will }]);
+    assert.equal(loaded.skipped.expiredSessions, 1);
+    await s1.commit();
+    await s1.close();
+    const again = (await reopen()).load({ ...BIG, now: t0 + 20 });
+    assert.deepEqual(again.expiredWills, [], "reported once: the session is gone");
   });
 
   test("all changes of one turn share one batch (group commit)", async ({ store }) => {

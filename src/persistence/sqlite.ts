@@ -16,10 +16,23 @@ import type {
   Persistence,
   SessionRecord,
   StoredMessage,
+  StoredProperties,
+  StoredSubscription,
+  StoredWill,
 } from "./persistence.ts";
 
-/** The schema this code writes, kept in `PRAGMA user_version`. A file with a newer one is refused. */
-export const SCHEMA_VERSION = 1;
+/**
+ * The schema this code writes, kept in `PRAGMA user_version`. A file with an older one is migrated
+ * in place (see {@linkcode MIGRATIONS}); a file with a newer one is refused.
+ *
+ * - 1: retained messages, sessions (subscriptions as JSON `[filter, qos]`), outbound messages,
+ *   inbound QoS 2 ids.
+ * - 2 (MQTT 5.0): message expiry deadlines and properties on retained and outbound messages; the
+ *   Session Expiry Interval and a delayed will on sessions; subscription options and identifiers
+ *   in the subscriptions JSON (`[filter, qos, flags, id]`, flags = No Local | Retain As
+ *   Published << 1 | Retain Handling << 2; a schema 1 `[filter, qos]` reads as flags 0).
+ */
+export const SCHEMA_VERSION = 2;
 
 /** Name of the database file inside the data directory. */
 export const DB_FILE_NAME = "broker.db";
@@ -52,24 +65,70 @@ export interface SqlitePersistenceOptions {
   log?: (level: PersistenceLogLevel, message: string) => void;
 }
 
-const TABLES: Readonly<Record<string, readonly string[]>> = {
-  retained: ["topic", "payload", "qos"],
-  sessions: ["client_id", "subscriptions", "expires_at"],
-  outbound: ["client_id", "seq", "packet_id", "state", "topic", "payload", "qos", "retain"],
-  inbound_qos2: ["client_id", "packet_id"],
+/** The columns of each table at each schema version (what `checkSchema` expects). */
+const TABLES: Readonly<Record<number, Readonly<Record<string, readonly string[]>>>> = {
+  1: {
+    retained: ["topic", "payload", "qos"],
+    sessions: ["client_id", "subscriptions", "expires_at"],
+    outbound: ["client_id", "seq", "packet_id", "state", "topic", "payload", "qos", "retain"],
+    inbound_qos2: ["client_id", "packet_id"],
+  },
+  2: {
+    retained: ["topic", "payload", "qos", "expires_at", "properties"],
+    sessions: [
+      "client_id",
+      "subscriptions",
+      "expires_at",
+      "expiry_interval",
+      "will_topic",
+      "will_payload",
+      "will_qos",
+      "will_retain",
+      "will_properties",
+      "will_expiry",
+      "will_at",
+    ],
+    outbound: [
+      "client_id",
+      "seq",
+      "packet_id",
+      "state",
+      "topic",
+      "payload",
+      "qos",
+      "retain",
+      "expires_at",
+      "properties",
+      "subscription_ids",
+    ],
+    inbound_qos2: ["client_id", "packet_id"],
+  },
 };
 
-// WITHOUT ROWID: every table is looked up by its primary key and nothing else.
+// WITHOUT ROWID: every table is looked up by its primary key and nothing else. The columns are in
+// the order that schema 1 + MIGRATIONS[1] leaves them, so a new and a migrated file are the same.
+// `properties` and `will_properties` are JSON (NULL: none), `subscription_ids` a JSON array; `expires_at` 0 is "never"; the will_*
+// columns are NULL when the session has no delayed will; `expiry_interval` NULL is "the broker's".
 const SCHEMA = `
 CREATE TABLE retained (
   topic TEXT PRIMARY KEY,
   payload BLOB NOT NULL,
-  qos INTEGER NOT NULL
+  qos INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL DEFAULT 0,
+  properties TEXT
 ) WITHOUT ROWID;
 CREATE TABLE sessions (
   client_id TEXT PRIMARY KEY,
   subscriptions TEXT NOT NULL,
-  expires_at INTEGER NOT NULL
+  expires_at INTEGER NOT NULL,
+  expiry_interval INTEGER,
+  will_topic TEXT,
+  will_payload BLOB,
+  will_qos INTEGER,
+  will_retain INTEGER,
+  will_properties TEXT,
+  will_expiry INTEGER,
+  will_at INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE outbound (
   client_id TEXT NOT NULL,
@@ -80,6 +139,9 @@ CREATE TABLE outbound (
   payload BLOB NOT NULL,
   qos INTEGER NOT NULL,
   retain INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL DEFAULT 0,
+  properties TEXT,
+  subscription_ids TEXT,
   PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE inbound_qos2 (
@@ -89,6 +151,31 @@ CREATE TABLE inbound_qos2 (
 ) WITHOUT ROWID;
 PRAGMA user_version = ${SCHEMA_VERSION};
 `;
+
+/**
+ * `MIGRATIONS[v]` turns a schema `v` file into schema `v + 1`. `open()` runs every step from the
+ * file's version up to {@linkcode SCHEMA_VERSION} in ONE transaction, so a crash mid-way leaves
+ * the old file as it was. Each step only adds: columns with a default that means what the old
+ * schema meant (no expiry, no properties, the broker's session expiry, no will).
+ */
+const MIGRATIONS: Readonly<Record<number, string>> = {
+  1: `
+ALTER TABLE retained ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE retained ADD COLUMN properties TEXT;
+ALTER TABLE sessions ADD COLUMN expiry_interval INTEGER;
+ALTER TABLE sessions ADD COLUMN will_topic TEXT;
+ALTER TABLE sessions ADD COLUMN will_payload BLOB;
+ALTER TABLE sessions ADD COLUMN will_qos INTEGER;
+ALTER TABLE sessions ADD COLUMN will_retain INTEGER;
+ALTER TABLE sessions ADD COLUMN will_properties TEXT;
+ALTER TABLE sessions ADD COLUMN will_expiry INTEGER;
+ALTER TABLE sessions ADD COLUMN will_at INTEGER;
+ALTER TABLE outbound ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbound ADD COLUMN properties TEXT;
+ALTER TABLE outbound ADD COLUMN subscription_ids TEXT;
+PRAGMA user_version = 2;
+`,
+};
 
 const STATE_CODES: Readonly<Record<OutboundState, number>> = { queued: 0, sent: 1, pubrel: 2 };
 const STATES: readonly OutboundState[] = ["queued", "sent", "pubrel"];
@@ -104,9 +191,16 @@ const SQLITE_MAGIC = "SQLite format 3\0";
 const encoder = new TextEncoder();
 
 type Op =
-  | { k: "retain"; topic: string; payload: Uint8Array; qos: QoS }
+  | {
+    k: "retain";
+    topic: string;
+    payload: Uint8Array;
+    qos: QoS;
+    expiresAt: number;
+    properties: string | null;
+  }
   | { k: "unretain"; topic: string }
-  | { k: "saveSession"; clientId: string; subscriptions: string; expiresAt: number }
+  | SaveSession
   | { k: "deleteSession"; clientId: string }
   | AddOut
   | { k: "updateOut"; clientId: string; seq: number; packetId: number; state: number }
@@ -114,6 +208,15 @@ type Op =
   | { k: "addIn"; clientId: string; packetId: number }
   | { k: "deleteIn"; clientId: string; packetId: number }
   | { k: "purgeOrphans" };
+
+interface SaveSession {
+  k: "saveSession";
+  clientId: string;
+  subscriptions: string;
+  expiresAt: number;
+  expiryInterval: number | null;
+  will: StoredWill | undefined;
+}
 
 interface AddOut {
   k: "addOut";
@@ -126,6 +229,9 @@ interface AddOut {
   payload: Uint8Array;
   qos: QoS;
   retain: number;
+  expiresAt: number;
+  properties: string | null;
+  subscriptionIds: string | null;
 }
 
 interface Statements {
@@ -168,11 +274,16 @@ interface Deferred {
  *   at all; the outbound changes of a batch are written as few statements as possible.
  * - Durability: see {@linkcode SyncMode}. A failed transaction is rolled back, logged, and the
  *   `commit()` promises of that batch reject; the broker must then not acknowledge.
- * - Layout: tables `retained`, `sessions` (subscriptions as JSON), `outbound` and `inbound_qos2`.
+ * - Layout: tables `retained`, `sessions` (subscriptions as JSON), `outbound` and `inbound_qos2`;
+ *   5.0 message properties as JSON, message expiry as an absolute deadline (epoch ms), a delayed
+ *   will in the session's row.
  *   A message queued for several sessions is stored once per session: simple, at the price of
  *   disk space for fan-out to many persistent subscribers.
  * - The file is held with an exclusive lock (`locking_mode=EXCLUSIVE`, no `-shm` file) while
  *   open, so a second broker on the same directory fails to open instead of sharing it.
+ * - Schema versions: a file written by an older schema is migrated in place, in one
+ *   transaction, before anything is read ({@linkcode SCHEMA_VERSION} lists the versions); it is
+ *   never moved aside for its age. `open()` reports it as `migratedFrom` and logs it.
  * - Start-up: a file SQLite cannot read (not a database, truncated, corrupt, failing
  *   `PRAGMA quick_check`, or with tables this code does not know) is renamed to
  *   `broker.db.corrupt-YYYYMMDDTHHMMSS` (UTC; its `-wal` and `-shm` files alongside, renamed the
@@ -278,6 +389,7 @@ export class SqlitePersistence implements Persistence {
     }
     const db = new DatabaseSync(this.#path);
     let created = false;
+    let migratedFrom: number | undefined;
     try {
       db.exec("PRAGMA locking_mode = EXCLUSIVE");
       const mode = db.prepare("PRAGMA journal_mode = WAL").get()?.journal_mode;
@@ -286,19 +398,39 @@ export class SqlitePersistence implements Persistence {
       db.exec("PRAGMA journal_size_limit = 16777216");
       // Takes the write lock now, and keeps it (exclusive locking mode) until close.
       db.exec("BEGIN EXCLUSIVE");
-      if (userVersion(db) === 0) {
+      const version = userVersion(db);
+      if (version === 0) {
         db.exec(SCHEMA);
         created = true;
+      } else if (version < SCHEMA_VERSION) {
+        // Every step in this one transaction: a crash (or a failing step) leaves the file at its
+        // old version, as it was.
+        for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]);
+        const reason = checkSchema(db, userVersion(db));
+        if (reason !== undefined) throw new Error(`migration from schema ${version}: ${reason}`);
+        migratedFrom = version;
       }
       db.exec("COMMIT");
       this.#st = prepare(db);
     } catch (error) {
+      try {
+        if (db.isTransaction) db.exec("ROLLBACK");
+      } catch {
+        // Closing below discards it in any case.
+      }
       db.close();
       throw openError(this.#path, error);
     }
     this.#db = db;
+    if (migratedFrom !== undefined) {
+      this.#log(
+        "info",
+        `migrated ${this.#path} in place from schema version ${migratedFrom} to ${SCHEMA_VERSION}`,
+      );
+    }
     this.#log("debug", `opened ${this.#path} (sync ${this.#sync})`);
-    return movedAside ? { created: true, movedAside } : { created };
+    if (movedAside) return { created: true, movedAside };
+    return migratedFrom === undefined ? { created } : { created, migratedFrom };
   }
 
   /** Returns the stored state within `limits`; queues the deletion of what is left out. */
@@ -307,22 +439,34 @@ export class SqlitePersistence implements Persistence {
     if (db === undefined) throw new Error("Cannot load: the store is not open");
     this.#flush();
     const now = limits.now ?? Date.now();
-    const skipped = { sessions: 0, expiredSessions: 0, retained: 0, messages: 0 };
+    const skipped = {
+      sessions: 0,
+      expiredSessions: 0,
+      retained: 0,
+      messages: 0,
+      expiredMessages: 0,
+    };
+    const expiredWills: LoadResult["expiredWills"] = [];
 
     const retained: StoredMessage[] = [];
     let retainedBytes = 0;
-    for (
-      const row of db.prepare("SELECT topic, payload, qos FROM retained ORDER BY topic").iterate()
-    ) {
+    const retainedRows = db.prepare(
+      "SELECT topic, payload, qos, expires_at, properties FROM retained ORDER BY topic",
+    );
+    for (const row of retainedRows.iterate()) {
       const topic = row.topic as string;
       const payload = row.payload as Uint8Array;
       const qos = toQos(row.qos);
+      const expiresAt = row.expires_at as number;
       const size = encoder.encode(topic).length + payload.length;
-      if (
+      if (expiresAt !== 0 && expiresAt <= now) {
+        skipped.expiredMessages++;
+        this.#push({ k: "unretain", topic });
+      } else if (
         qos !== undefined && retained.length < limits.maxRetained &&
         retainedBytes + size <= limits.maxRetainedBytes
       ) {
-        retained.push({ topic, payload, qos, retain: true });
+        retained.push(storedMessage(topic, payload, qos, true, expiresAt, row.properties));
         retainedBytes += size;
       } else {
         skipped.retained++;
@@ -334,7 +478,8 @@ export class SqlitePersistence implements Persistence {
     // clientId → loaded session, or null when it exists but is not loaded.
     const byId = new Map<string, LoadResult["sessions"][number] | null>();
     const sessionRows = db.prepare(
-      "SELECT client_id, subscriptions, expires_at FROM sessions ORDER BY client_id",
+      "SELECT client_id, subscriptions, expires_at, expiry_interval, will_topic, will_payload, " +
+        "will_qos, will_retain, will_properties, will_expiry, will_at FROM sessions ORDER BY client_id",
     );
     for (const row of sessionRows.iterate()) {
       const clientId = row.client_id as string;
@@ -343,10 +488,13 @@ export class SqlitePersistence implements Persistence {
       if (subscriptions === undefined) {
         this.#log("warn", `session ${JSON.stringify(clientId)} has unreadable subscriptions`);
       }
+      const will = readWill(row);
       const expired = expiresAt !== 0 && expiresAt <= now;
       if (subscriptions === undefined || expired || sessions.length >= limits.maxSessions) {
-        if (expired) skipped.expiredSessions++;
-        else skipped.sessions++;
+        if (expired) {
+          skipped.expiredSessions++;
+          if (will !== undefined) expiredWills.push({ clientId, will });
+        } else skipped.sessions++;
         byId.set(clientId, null);
         this.deleteSession(clientId);
         continue;
@@ -358,6 +506,8 @@ export class SqlitePersistence implements Persistence {
         outbound: [],
         inboundQos2: [],
       };
+      if (row.expiry_interval !== null) session.expiryIntervalS = row.expiry_interval as number;
+      if (will !== undefined) session.will = will;
       sessions.push(session);
       byId.set(clientId, session);
     }
@@ -366,7 +516,8 @@ export class SqlitePersistence implements Persistence {
     let current = "";
     let queued = 0;
     const outboundRows = db.prepare(
-      "SELECT client_id, seq, packet_id, state, topic, payload, qos, retain FROM outbound ORDER BY client_id, seq",
+      "SELECT client_id, seq, packet_id, state, topic, payload, qos, retain, expires_at, properties, " +
+        "subscription_ids FROM outbound ORDER BY client_id, seq",
     );
     for (const row of outboundRows.iterate()) {
       const clientId = row.client_id as string;
@@ -384,6 +535,13 @@ export class SqlitePersistence implements Persistence {
       const seq = row.seq as number;
       const state = STATES[row.state as number];
       const qos = toQos(row.qos);
+      const expiresAt = row.expires_at as number;
+      // Only a message whose delivery has not started may be dropped for its age [MQTT-3.3.2-5].
+      if (state === "queued" && expiresAt !== 0 && expiresAt <= now) {
+        skipped.expiredMessages++;
+        this.#push({ k: "deleteOut", clientId, seq });
+        continue;
+      }
       if (
         state === undefined || qos === undefined ||
         (state === "queued" && ++queued > limits.maxQueued)
@@ -392,18 +550,23 @@ export class SqlitePersistence implements Persistence {
         this.#push({ k: "deleteOut", clientId, seq });
         continue;
       }
-      session.outbound.push({
+      const record: OutboundRecord = {
         clientId,
         seq,
         packetId: row.packet_id as number,
         state,
-        message: {
-          topic: row.topic as string,
-          payload: row.payload as Uint8Array,
+        message: storedMessage(
+          row.topic as string,
+          row.payload as Uint8Array,
           qos,
-          retain: row.retain !== 0,
-        },
-      });
+          row.retain !== 0,
+          expiresAt,
+          row.properties,
+        ),
+      };
+      const ids = parseIds(row.subscription_ids);
+      if (ids !== undefined) record.subscriptionIds = ids;
+      session.outbound.push(record);
     }
     const inboundRows = db.prepare(
       "SELECT client_id, packet_id FROM inbound_qos2 ORDER BY client_id, packet_id",
@@ -414,14 +577,21 @@ export class SqlitePersistence implements Persistence {
       else if (session === undefined) orphans = true;
     }
     if (orphans) this.#push({ k: "purgeOrphans" });
-    return { retained, sessions, skipped };
+    return { retained, sessions, skipped, expiredWills };
   }
 
   /** Queues storing or (empty payload) deleting a retained message. */
   setRetained(message: StoredMessage): void {
     if (message.payload.length === 0) this.#push({ k: "unretain", topic: message.topic });
     else {
-      this.#push({ k: "retain", topic: message.topic, payload: message.payload, qos: message.qos });
+      this.#push({
+        k: "retain",
+        topic: message.topic,
+        payload: message.payload,
+        qos: message.qos,
+        expiresAt: message.expiresAt ?? 0,
+        properties: encodeProperties(message.properties),
+      });
     }
   }
 
@@ -430,8 +600,10 @@ export class SqlitePersistence implements Persistence {
     this.#push({
       k: "saveSession",
       clientId: record.clientId,
-      subscriptions: JSON.stringify(record.subscriptions.map((s) => [s.topicFilter, s.qos])),
+      subscriptions: encodeSubscriptions(record.subscriptions),
       expiresAt: record.expiresAt,
+      expiryInterval: record.expiryIntervalS ?? null,
+      will: record.will,
     });
   }
 
@@ -454,6 +626,11 @@ export class SqlitePersistence implements Persistence {
       payload: m.payload,
       qos: m.qos,
       retain: m.retain ? 1 : 0,
+      expiresAt: m.expiresAt ?? 0,
+      properties: encodeProperties(m.properties),
+      subscriptionIds: record.subscriptionIds !== undefined && record.subscriptionIds.length > 0
+        ? JSON.stringify(record.subscriptionIds)
+        : null,
     };
     if (!this.#push(r)) return;
     let bySeq = this.#adds.get(r.clientId);
@@ -617,6 +794,10 @@ export class SqlitePersistence implements Persistence {
 /** Rows per multi-row INSERT into `outbound` at most. */
 const INSERT_CHUNK = 32;
 
+const INSERT_OUTBOUND = "INSERT OR REPLACE INTO outbound " +
+  "(client_id, seq, packet_id, state, topic, payload, qos, retain, expires_at, properties, " +
+  "subscription_ids)";
+
 /**
  * Writes one batch. Ops on other tables are applied in order. Outbound inserts, updates and
  * deletes are gathered and written as few statements: inserts in multi-row INSERTs, and updates
@@ -704,13 +885,37 @@ class PendingOutbound {
       const n = Math.min(INSERT_CHUNK, inserts.length - i);
       if (n === 1) {
         const r = inserts[i];
-        st.addOut.run(r.clientId, r.seq, r.packetId, r.state, r.topic, r.payload, r.qos, r.retain);
+        st.addOut.run(
+          r.clientId,
+          r.seq,
+          r.packetId,
+          r.state,
+          r.topic,
+          r.payload,
+          r.qos,
+          r.retain,
+          r.expiresAt,
+          r.properties,
+          r.subscriptionIds,
+        );
         continue;
       }
-      const args: (string | number | Uint8Array)[] = [];
+      const args: (string | number | Uint8Array | null)[] = [];
       for (let j = i; j < i + n; j++) {
         const r = inserts[j];
-        args.push(r.clientId, r.seq, r.packetId, r.state, r.topic, r.payload, r.qos, r.retain);
+        args.push(
+          r.clientId,
+          r.seq,
+          r.packetId,
+          r.state,
+          r.topic,
+          r.payload,
+          r.qos,
+          r.retain,
+          r.expiresAt,
+          r.properties,
+          r.subscriptionIds,
+        );
       }
       insertMany(st, n).run(...args);
     }
@@ -752,10 +957,10 @@ class PendingOutbound {
 function insertMany(st: Statements, rows: number): StatementSync {
   let statement = st.addOutMany.get(rows);
   if (statement === undefined) {
-    const values = Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, ?, ?, ?)").join(", ");
-    statement = st.db.prepare(
-      `INSERT OR REPLACE INTO outbound (client_id, seq, packet_id, state, topic, payload, qos, retain) VALUES ${values}`,
+    const values = Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").join(
+      ", ",
     );
+    statement = st.db.prepare(`${INSERT_OUTBOUND} VALUES ${values}`);
     st.addOutMany.set(rows, statement);
   }
   return statement;
@@ -764,14 +969,28 @@ function insertMany(st: Statements, rows: number): StatementSync {
 function apply(st: Statements, op: Op): void {
   switch (op.k) {
     case "retain":
-      st.retain.run(op.topic, op.payload, op.qos);
+      st.retain.run(op.topic, op.payload, op.qos, op.expiresAt, op.properties);
       break;
     case "unretain":
       st.unretain.run(op.topic);
       break;
-    case "saveSession":
-      st.saveSession.run(op.clientId, op.subscriptions, op.expiresAt);
+    case "saveSession": {
+      const w = op.will;
+      st.saveSession.run(
+        op.clientId,
+        op.subscriptions,
+        op.expiresAt,
+        op.expiryInterval,
+        w?.topic ?? null,
+        w?.payload ?? null,
+        w?.qos ?? null,
+        w === undefined ? null : w.retain ? 1 : 0,
+        w === undefined ? null : encodeProperties(w.properties),
+        w?.messageExpiryS ?? null,
+        w?.publishAt ?? null,
+      );
       break;
+    }
     case "deleteSession":
       st.deleteSession.run(op.clientId);
       st.deleteSessionOut.run(op.clientId);
@@ -788,6 +1007,9 @@ function apply(st: Statements, op: Op): void {
           op.payload,
           op.qos,
           op.retain,
+          op.expiresAt,
+          op.properties,
+          op.subscriptionIds,
         );
       }
       break;
@@ -814,17 +1036,19 @@ function prepare(db: DatabaseSync): Statements {
   return {
     db,
     addOutMany: new Map(),
-    retain: db.prepare("INSERT OR REPLACE INTO retained (topic, payload, qos) VALUES (?, ?, ?)"),
+    retain: db.prepare(
+      "INSERT OR REPLACE INTO retained (topic, payload, qos, expires_at, properties) VALUES (?, ?, ?, ?, ?)",
+    ),
     unretain: db.prepare("DELETE FROM retained WHERE topic = ?"),
     saveSession: db.prepare(
-      "INSERT OR REPLACE INTO sessions (client_id, subscriptions, expires_at) VALUES (?, ?, ?)",
+      "INSERT OR REPLACE INTO sessions (client_id, subscriptions, expires_at, expiry_interval, " +
+        "will_topic, will_payload, will_qos, will_retain, will_properties, will_expiry, will_at) " +
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     ),
     deleteSession: db.prepare("DELETE FROM sessions WHERE client_id = ?"),
     deleteSessionOut: db.prepare("DELETE FROM outbound WHERE client_id = ?"),
     deleteSessionIn: db.prepare("DELETE FROM inbound_qos2 WHERE client_id = ?"),
-    addOut: db.prepare(
-      "INSERT OR REPLACE INTO outbound (client_id, seq, packet_id, state, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    ),
+    addOut: db.prepare(`${INSERT_OUTBOUND} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     updateOut: db.prepare(
       "UPDATE outbound SET packet_id = ?, state = ? WHERE client_id = ? AND seq = ?",
     ),
@@ -854,12 +1078,13 @@ function checkSchema(db: DatabaseSync, version: number): string | undefined {
       ? undefined
       : `unknown schema: tables ${tables.join(", ")} without a schema version`;
   }
-  if (version !== SCHEMA_VERSION) return `unknown schema version ${version}`;
-  const expected = Object.keys(TABLES).sort();
+  const known = TABLES[version];
+  if (known === undefined) return `unknown schema version ${version}`;
+  const expected = Object.keys(known).sort();
   if (tables.join() !== expected.join()) {
     return `unknown schema: tables ${tables.join(", ")}, expected ${expected.join(", ")}`;
   }
-  for (const [table, columns] of Object.entries(TABLES)) {
+  for (const [table, columns] of Object.entries(known)) {
     const actual = db.prepare(`PRAGMA table_info(${table})`).all().map((r) => String(r.name));
     if (actual.join() !== columns.join()) {
       return `unknown schema: table ${table} has columns ${actual.join(", ")}`;
@@ -872,20 +1097,163 @@ function userVersion(db: DatabaseSync): number {
   return Number(db.prepare("PRAGMA user_version").get()?.user_version ?? 0);
 }
 
-function parseSubscriptions(value: unknown): SessionRecord["subscriptions"] | undefined {
+/**
+ * Subscriptions as JSON: `[filter, qos]` for a plain one (all that schema 1 wrote), and
+ * `[filter, qos, flags]` or `[filter, qos, flags, subscriptionId]` with 5.0 options, where flags
+ * = No Local | Retain As Published << 1 | Retain Handling << 2.
+ */
+function encodeSubscriptions(subscriptions: readonly StoredSubscription[]): string {
+  const items: (string | number)[][] = [];
+  for (const s of subscriptions) {
+    const flags = (s.noLocal ? 1 : 0) | (s.retainAsPublished ? 2 : 0) |
+      ((s.retainHandling ?? 0) << 2);
+    if (s.subscriptionId !== undefined) {
+      items.push([s.topicFilter, s.qos, flags, s.subscriptionId]);
+    } else if (flags !== 0) items.push([s.topicFilter, s.qos, flags]);
+    else items.push([s.topicFilter, s.qos]);
+  }
+  return JSON.stringify(items);
+}
+
+function parseSubscriptions(value: unknown): StoredSubscription[] | undefined {
   try {
     const parsed: unknown = JSON.parse(String(value));
     if (!Array.isArray(parsed)) return undefined;
-    const out: SessionRecord["subscriptions"] = [];
+    const out: StoredSubscription[] = [];
     for (const item of parsed) {
-      const qos = Array.isArray(item) ? toQos(item[1]) : undefined;
-      if (qos === undefined || typeof item[0] !== "string") return undefined;
-      out.push({ topicFilter: item[0], qos });
+      if (!Array.isArray(item) || item.length < 2 || item.length > 4) return undefined;
+      const [topicFilter, q, flags = 0, id] = item;
+      const qos = toQos(q);
+      if (qos === undefined || typeof topicFilter !== "string") return undefined;
+      if (!Number.isInteger(flags) || flags < 0 || flags > 11 || (flags >> 2) === 3) {
+        return undefined;
+      }
+      const s: StoredSubscription = { topicFilter, qos };
+      if (flags & 1) s.noLocal = true;
+      if (flags & 2) s.retainAsPublished = true;
+      if (flags >> 2) s.retainHandling = (flags >> 2) as 1 | 2;
+      if (id !== undefined) {
+        if (!Number.isInteger(id) || id < 1 || id > 268_435_455) return undefined;
+        s.subscriptionId = id;
+      }
+      out.push(s);
     }
     return out;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Properties as JSON, NULL when there are none: the standard's names, Correlation Data in hex,
+ * User Properties as an array of pairs (order kept).
+ */
+function encodeProperties(p: StoredProperties | undefined): string | null {
+  if (p === undefined) return null;
+  const out: Record<string, unknown> = {};
+  let any = false;
+  if (p.payloadFormatIndicator !== undefined) {
+    out.payloadFormatIndicator = p.payloadFormatIndicator;
+    any = true;
+  }
+  if (p.contentType !== undefined) {
+    out.contentType = p.contentType;
+    any = true;
+  }
+  if (p.responseTopic !== undefined) {
+    out.responseTopic = p.responseTopic;
+    any = true;
+  }
+  if (p.correlationData !== undefined) {
+    out.correlationData = toHex(p.correlationData);
+    any = true;
+  }
+  if (p.userProperties !== undefined && p.userProperties.length > 0) {
+    out.userProperties = p.userProperties;
+    any = true;
+  }
+  return any ? JSON.stringify(out) : null;
+}
+
+/** The inverse of {@linkcode encodeProperties}; undefined for NULL or anything unreadable. */
+function decodeProperties(value: unknown): StoredProperties | undefined {
+  if (typeof value !== "string") return undefined;
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    return undefined;
+  }
+  if (parsed === null || typeof parsed !== "object") return undefined;
+  const p: StoredProperties = {};
+  if (typeof parsed.payloadFormatIndicator === "boolean") {
+    p.payloadFormatIndicator = parsed.payloadFormatIndicator;
+  }
+  if (typeof parsed.contentType === "string") p.contentType = parsed.contentType;
+  if (typeof parsed.responseTopic === "string") p.responseTopic = parsed.responseTopic;
+  if (typeof parsed.correlationData === "string") {
+    p.correlationData = fromHex(parsed.correlationData);
+  }
+  if (Array.isArray(parsed.userProperties)) {
+    p.userProperties = parsed.userProperties.filter((pair): pair is [string, string] =>
+      Array.isArray(pair) && pair.length === 2 && typeof pair[0] === "string" &&
+      typeof pair[1] === "string"
+    );
+  }
+  return p;
+}
+
+function storedMessage(
+  topic: string,
+  payload: Uint8Array,
+  qos: QoS,
+  retain: boolean,
+  expiresAt: number,
+  properties: unknown,
+): StoredMessage {
+  const m: StoredMessage = { topic, payload, qos, retain };
+  if (expiresAt !== 0) m.expiresAt = expiresAt;
+  const p = decodeProperties(properties);
+  if (p !== undefined) m.properties = p;
+  return m;
+}
+
+function readWill(row: Record<string, unknown>): StoredWill | undefined {
+  const qos = toQos(row.will_qos);
+  if (typeof row.will_topic !== "string" || qos === undefined) return undefined;
+  const will: StoredWill = {
+    topic: row.will_topic,
+    payload: (row.will_payload as Uint8Array | null) ?? new Uint8Array(0),
+    qos,
+    retain: row.will_retain === 1,
+    publishAt: Number(row.will_at ?? 0),
+  };
+  const p = decodeProperties(row.will_properties);
+  if (p !== undefined) will.properties = p;
+  if (typeof row.will_expiry === "number") will.messageExpiryS = row.will_expiry;
+  return will;
+}
+
+function parseIds(value: unknown): number[] | undefined {
+  if (typeof value !== "string") return undefined;
+  try {
+    const ids: unknown = JSON.parse(value);
+    return Array.isArray(ids) && ids.every(Number.isInteger) ? ids as number[] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function toHex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+function fromHex(hex: string): Uint8Array {
+  const out = new Uint8Array(hex.length >> 1);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.substr(i * 2, 2), 16);
+  return out;
 }
 
 function toQos(value: unknown): QoS | undefined {

@@ -4,9 +4,10 @@
  *
  * @module
  */
-import type { QoS } from "../codec/packet.ts";
+import type { QoS, RetainHandling, Will } from "../codec/packet.ts";
 import type { AuthorizeForwardHook, ClientInfo } from "../hooks.ts";
 import type { Message } from "../message.ts";
+import { type Backlogged, ENTRY_OVERHEAD } from "../memory_budget.ts";
 import type { Limits } from "../options.ts";
 import type { Counters } from "../stats.ts";
 
@@ -29,16 +30,66 @@ export interface Outgoing {
   state: typeof QUEUED | typeof SENT | typeof RELEASED;
   /** Order within the session, for persistence. */
   seq: number;
+  /** 5.0: identifiers of the subscriptions that matched, sent with the PUBLISH [MQTT-3.3.4-3]. */
+  subscriptionIds?: readonly number[];
 }
+
+/** One subscription of a session: what SUBSCRIBE asked for, as granted. */
+export interface SubscriptionOptions {
+  /** Granted maximum QoS. */
+  qos: QoS;
+  /** 5.0 No Local: the client's own messages are not sent back to it [MQTT-3.8.3-3]. */
+  noLocal: boolean;
+  /** 5.0 Retain As Published: forwarded messages keep their RETAIN flag [MQTT-3.3.1-12/13]. */
+  retainAsPublished: boolean;
+  /** 5.0 Retain Handling: 0 send retained on subscribe, 1 only if new, 2 never. */
+  retainHandling: RetainHandling;
+  /** 5.0 Subscription Identifier (1..268 435 455), sent with each matching PUBLISH. */
+  subscriptionId?: number;
+}
+
+/** What a 3.1.1 subscription is: only a QoS. */
+export function plainSubscription(qos: QoS): SubscriptionOptions {
+  return { qos, noLocal: false, retainAsPublished: false, retainHandling: 0 };
+}
+
+/** A will waiting for its Will Delay Interval (5.0) while the session lives on. */
+export interface DelayedWill {
+  /** The will as the CONNECT gave it. */
+  will: Will;
+  /** Epoch ms at which it is published unless the session resumes first. */
+  publishAt: number;
+}
+
+/** Outcome of an acknowledgement from the client for one of our PUBLISHes. */
+export const ACK_OK = 0;
+/** No message in flight with this packet id (a late duplicate, or never sent). */
+export const ACK_UNKNOWN = 1;
+/** The ack's type does not fit the message's QoS or state: a protocol violation [MQTT-4.8.0-1]. */
+export const ACK_MISMATCH = 2;
+/** One of {@linkcode ACK_OK}, {@linkcode ACK_UNKNOWN}, {@linkcode ACK_MISMATCH}. */
+export type AckOutcome = typeof ACK_OK | typeof ACK_UNKNOWN | typeof ACK_MISMATCH;
 
 /** What a session needs of the connection it is attached to. */
 export interface SessionLink {
   /** False while the socket has more unwritten bytes than `maxSocketBufferBytes`. */
   readonly writable: boolean;
-  /** Queues a PUBLISH; for QoS > 0 `packetId` is written at `length - payloadLength - 2` of a copy. */
-  sendPublish(bytes: Uint8Array, packetId: number, payloadLength: number): void;
-  /** Queues any other packet. */
-  sendPacket(bytes: Uint8Array): void;
+  /** Most QoS 1/2 PUBLISH the client accepts unacknowledged (5.0 Receive Maximum; 65 535 for 3.1.1). */
+  readonly receiveMaximum: number;
+  /**
+   * Queues a PUBLISH of `message`, encoded for this connection's protocol version. Returns false,
+   * sending nothing, when the packet would exceed the client's Maximum Packet Size [MQTT-3.1.2-25].
+   */
+  sendPublish(
+    message: Message,
+    qos: QoS,
+    retain: boolean,
+    packetId: number,
+    subscriptionIds: readonly number[] | undefined,
+    dup: boolean,
+  ): boolean;
+  /** Queues a PUBREL for one of our QoS 2 messages. */
+  sendPubrel(packetId: number): void;
 }
 
 /** Observes changes a durable store must mirror. All calls are synchronous. */
@@ -56,28 +107,32 @@ export interface SessionContext {
   observer?: SessionObserver;
 }
 
-/** Encodes PUBLISH with DUP=1 for a resend; injected to keep this module free of the encoder. */
-export type DupEncoder = (
-  message: Message,
-  qos: QoS,
-  retain: boolean,
-  packetId: number,
-) => Uint8Array;
+// State of a session publishers have waited for.
+interface DrainState {
+  stuck: boolean;
+  progress: number;
+  waiters: (() => void)[];
+}
 
-const EMPTY_SUBSCRIPTIONS: ReadonlyMap<string, QoS> = new Map();
+// The queue length (or bytes) past which a session's QoS 1/2 backlog paces its publishers.
+function backlogHigh(limit: number): number {
+  return Math.max(1, Math.floor(limit / 8));
+}
+
+const EMPTY_SUBSCRIPTIONS: ReadonlyMap<string, SubscriptionOptions> = new Map();
 const EMPTY_INFLIGHT: ReadonlyMap<number, Outgoing> = new Map();
 const EMPTY_IDS: ReadonlySet<number> = new Set();
 // Shared by every session whose queue is empty; replaced by a private array before a push.
 const EMPTY_QUEUE: (Outgoing | undefined)[] = [];
 
 /** State of one client id. */
-export class Session {
+export class Session implements Backlogged {
   readonly clientId: string;
   /** A clean session ends with its connection. */
   clean: boolean;
   // Collections are created on first use: an idle client's session holds none of them
   // (an empty Map costs a few hundred bytes, and idle connections are counted in thousands).
-  #subscriptions: Map<string, QoS> | undefined;
+  #subscriptions: Map<string, SubscriptionOptions> | undefined;
   // Inbound QoS 2 packet ids whose PUBREL has not arrived: a resent PUBLISH with one is not routed again.
   #inboundQos2: Set<number> | undefined;
   // Outbound messages sent and not yet acknowledged, in the order they were sent.
@@ -88,6 +143,13 @@ export class Session {
   client: ClientInfo;
   /** Epoch ms after which an offline persistent session is removed; 0 while online or never. */
   expiresAt = 0;
+  /**
+   * 5.0 Session Expiry Interval in seconds as granted (0xFFFFFFFF never); undefined for a 3.1.1
+   * session, which the broker's `sessionExpiryMs` governs.
+   */
+  expiryIntervalS: number | undefined;
+  /** A will waiting for its delay after the connection ended (5.0). */
+  delayedWill: DelayedWill | undefined;
   /** Routing scratch: the publish generation that last matched this session, and its slot. */
   mark = 0;
   markIndex = 0;
@@ -98,6 +160,8 @@ export class Session {
   #queuedBytes = 0;
   #nextPacketId = 1;
   #seq = 0;
+  // Publishers waiting for this session's QoS 1/2 backlog to drain (backpressure), if any.
+  #drain: DrainState | undefined;
 
   constructor(clientId: string, clean: boolean, client: ClientInfo, ctx: SessionContext) {
     this.clientId = clientId;
@@ -106,14 +170,14 @@ export class Session {
     this.#ctx = ctx;
   }
 
-  /** Subscribed filters and their granted QoS. */
-  get subscriptions(): ReadonlyMap<string, QoS> {
+  /** Subscribed filters (full, `$share/…` included) and their options. */
+  get subscriptions(): ReadonlyMap<string, SubscriptionOptions> {
     return this.#subscriptions ?? EMPTY_SUBSCRIPTIONS;
   }
 
   /** Adds or replaces a subscription; the router keeps the trie in step. */
-  setSubscription(filter: string, qos: QoS): void {
-    (this.#subscriptions ??= new Map()).set(filter, qos);
+  setSubscription(filter: string, options: SubscriptionOptions): void {
+    (this.#subscriptions ??= new Map()).set(filter, options);
   }
 
   /** Removes a subscription; returns whether it existed. */
@@ -167,8 +231,22 @@ export class Session {
     for (let i = this.#head; i < this.#queue.length; i++) yield this.#queue[i]!;
   }
 
-  /** Delivers a message at `qos` (already min(published, granted)); queues or drops by the limits. */
-  deliver(message: Message, qos: QoS, retain = false): void {
+  // The in-flight window: ours, and never more than the client's Receive Maximum [MQTT-4.9.0-2].
+  #window(link: SessionLink): number {
+    const max = this.#ctx.limits.maxInflight;
+    return link.receiveMaximum < max ? link.receiveMaximum : max;
+  }
+
+  /**
+   * Delivers a message at `qos` (already min(published, granted)); queues or drops by the limits.
+   * `subscriptionIds` are the 5.0 identifiers of the matching subscriptions.
+   */
+  deliver(
+    message: Message,
+    qos: QoS,
+    retain = false,
+    subscriptionIds?: readonly number[],
+  ): void {
     const ctx = this.#ctx;
     if (ctx.authorizeForward !== undefined && !ctx.authorizeForward(this.client, message.topic)) {
       ctx.counters.dropped.forwardDenied++;
@@ -182,12 +260,19 @@ export class Session {
         return;
       }
       if (idle && link.writable) {
-        link.sendPublish(message.encoded(0, retain), 0, 0);
+        if (!link.sendPublish(message, 0, retain, 0, subscriptionIds, false)) {
+          ctx.counters.dropped.packetTooLarge++;
+        }
+        return;
+      }
+      // Past half the broker's memory budget, QoS 0 for a session with a backlog goes first.
+      if (ctx.counters.memory.shedding) {
+        ctx.counters.dropped.memoryLimit++;
         return;
       }
     } else if (
       link !== undefined && idle && link.writable &&
-      (this.#inflight?.size ?? 0) < ctx.limits.maxInflight
+      (this.#inflight?.size ?? 0) < this.#window(link)
     ) {
       const entry: Outgoing = {
         message,
@@ -197,11 +282,47 @@ export class Session {
         state: QUEUED,
         seq: ++this.#seq,
       };
+      if (subscriptionIds !== undefined) entry.subscriptionIds = subscriptionIds;
       ctx.observer?.outgoingAdded(this, entry);
       this.#send(link, entry);
       return;
     }
-    this.#enqueue({ message, qos, retain, packetId: 0, state: QUEUED, seq: ++this.#seq });
+    const entry: Outgoing = { message, qos, retain, packetId: 0, state: QUEUED, seq: ++this.#seq };
+    if (subscriptionIds !== undefined) entry.subscriptionIds = subscriptionIds;
+    this.#enqueue(entry);
+  }
+
+  /**
+   * Whether `deliver(message, qos)` would send or queue the message rather than drop it: what a
+   * shared subscription asks before it picks this member.
+   */
+  canTake(message: Message, qos: QoS): boolean {
+    const link = this.link;
+    if (qos === 0) {
+      return link !== undefined && (link.writable || this.#hasQueueRoom(message));
+    }
+    if (
+      link !== undefined && link.writable && this.#head === this.#queue.length &&
+      (this.#inflight?.size ?? 0) < this.#window(link)
+    ) return true;
+    return this.#hasQueueRoom(message);
+  }
+
+  /**
+   * Whether `deliver(message, qos)` would put a message on the wire at once (online, socket
+   * writable, nothing queued before it, room in the in-flight window): a shared subscription
+   * prefers such a member over one that would only queue the message.
+   */
+  canSendNow(qos: QoS): boolean {
+    const link = this.link;
+    if (link === undefined || !link.writable || this.#head !== this.#queue.length) return false;
+    return qos === 0 || (this.#inflight?.size ?? 0) < this.#window(link);
+  }
+
+  #hasQueueRoom(message: Message): boolean {
+    const limits = this.#ctx.limits;
+    return this.queued < limits.maxQueued &&
+      this.#queuedBytes + message.size <= limits.maxQueuedBytes;
   }
 
   /** Puts back an outbound message loaded from a store (in flight or queued). */
@@ -216,6 +337,7 @@ export class Session {
       (this.#inflight ??= new Map()).set(entry.packetId, entry);
       this.#ctx.counters.inflight++;
     }
+    this.#ctx.counters.memory.charge(entry.message.size + ENTRY_OVERHEAD);
   }
 
   #enqueue(entry: Outgoing): void {
@@ -228,26 +350,76 @@ export class Session {
       ctx.counters.dropped.queueFull++;
       return;
     }
+    if (this.#drain?.stuck === true && this.link !== undefined) {
+      // A connected subscriber that reads nothing (its socket is full) keeps the backlog it had
+      // when it was found stuck (1/8 of the queue limits, about mosquitto's 1 000 messages), not
+      // the whole queue. One that reads but does not ack keeps its whole queue.
+      if (ctx.counters.memory.shedding) {
+        ctx.counters.dropped.memoryLimit++;
+        return;
+      }
+      if (
+        !this.link.writable &&
+        (this.queued >= backlogHigh(ctx.limits.maxQueued) ||
+          this.#queuedBytes + size > backlogHigh(ctx.limits.maxQueuedBytes))
+      ) {
+        ctx.counters.dropped.queueFull++;
+        return;
+      }
+    }
     if (this.#queue === EMPTY_QUEUE) this.#queue = [];
     this.#queue.push(entry);
     this.#queuedBytes += size;
     ctx.counters.queued++;
+    ctx.counters.memory.charge(size + ENTRY_OVERHEAD);
+    // A subscriber that reads (or acks) slower than its publishers send: pace them to it rather
+    // than fill the queue and drop. One that does not move at all is marked stuck and paces
+    // nobody.
+    if (
+      this.link !== undefined && !(this.#drain?.stuck ?? false) &&
+      (this.queued >= backlogHigh(ctx.limits.maxQueued) ||
+        this.#queuedBytes >= backlogHigh(ctx.limits.maxQueuedBytes))
+    ) ctx.counters.memory.backlogged = this;
     if (entry.qos > 0) ctx.observer?.outgoingAdded(this, entry);
   }
 
   #send(link: SessionLink, entry: Outgoing): void {
-    const bytes = entry.message.encoded(entry.qos, entry.retain);
+    const { message } = entry;
+    const counters = this.#ctx.counters;
+    // Not yet started on its way: an expired message is deleted [MQTT-3.3.2-5].
+    if (message.expiresAt !== 0 && message.expiresAt <= Date.now()) {
+      counters.dropped.expired++;
+      if (entry.qos > 0) this.#ctx.observer?.outgoingRemoved(this, entry);
+      return;
+    }
     if (entry.qos === 0) {
-      link.sendPublish(bytes, 0, 0);
+      if (!link.sendPublish(message, 0, entry.retain, 0, entry.subscriptionIds, false)) {
+        counters.dropped.packetTooLarge++;
+      }
       return;
     }
     const inflight = this.#inflight ??= new Map();
     entry.packetId = this.#allocatePacketId(inflight);
     entry.state = SENT;
+    // In flight before it is handed over: a link may see its ack at once.
     inflight.set(entry.packetId, entry);
-    this.#ctx.counters.inflight++;
+    counters.inflight++;
+    counters.memory.charge(message.size + ENTRY_OVERHEAD);
     this.#ctx.observer?.outgoingChanged(this, entry);
-    link.sendPublish(bytes, entry.packetId, entry.message.payload.length);
+    if (
+      !link.sendPublish(
+        message,
+        entry.qos,
+        entry.retain,
+        entry.packetId,
+        entry.subscriptionIds,
+        false,
+      )
+    ) {
+      // Larger than the client accepts: not sent, and it never will be [MQTT-3.1.2-25].
+      counters.dropped.packetTooLarge++;
+      if (inflight.get(entry.packetId) === entry) this.#complete(entry, false);
+    }
   }
 
   // Ids in flight are never reused [MQTT-2.3.1-2]; maxInflight ≤ 65 535 keeps one free.
@@ -263,7 +435,7 @@ export class Session {
   pump(): void {
     const link = this.link;
     if (link === undefined) return;
-    const max = this.#ctx.limits.maxInflight;
+    const max = this.#window(link);
     // `#queue` is read afresh each time: a send may re-enter pump() (an ack handled at once) and
     // replace it.
     while (this.#head < this.#queue.length && link.writable) {
@@ -272,7 +444,9 @@ export class Session {
       this.#queue[this.#head++] = undefined;
       this.#queuedBytes -= entry.message.size;
       this.#ctx.counters.queued--;
+      this.#ctx.counters.memory.release(entry.message.size + ENTRY_OVERHEAD);
       this.#send(link, entry);
+      if (this.#drain !== undefined) this.#progressed();
     }
     const queue = this.#queue;
     if (this.#head === queue.length) {
@@ -284,53 +458,133 @@ export class Session {
     }
   }
 
+  /** See {@linkcode Backlogged.drained}. */
+  drained(stallMs: number): { promise: Promise<void>; cancel: () => void } {
+    const drain = this.#drain ??= { stuck: false, progress: 0, waiters: [] };
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => resolve = r);
+    let seen = drain.progress;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const done = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+      const i = drain.waiters.indexOf(done);
+      if (i >= 0) drain.waiters.splice(i, 1);
+      resolve();
+    };
+    const check = () => {
+      timer = undefined;
+      if (drain.progress === seen) {
+        drain.stuck = true;
+        done();
+      } else {
+        seen = drain.progress;
+        timer = setTimeout(check, stallMs);
+      }
+    };
+    if (this.#belowLowWater()) {
+      resolve();
+    } else {
+      drain.waiters.push(done);
+      timer = setTimeout(check, stallMs);
+    }
+    return { promise, cancel: done };
+  }
+
+  #belowLowWater(): boolean {
+    const limits = this.#ctx.limits;
+    return this.link === undefined ||
+      (this.queued <= backlogHigh(limits.maxQueued) / 2 &&
+        this.#queuedBytes <= backlogHigh(limits.maxQueuedBytes) / 2);
+  }
+
+  #progressed(): void {
+    const drain = this.#drain!;
+    drain.progress++;
+    drain.stuck = false;
+    if (drain.waiters.length > 0 && this.#belowLowWater()) {
+      for (const done of drain.waiters.slice()) done();
+    }
+  }
+
   /** Re-sends what is in flight, in order, after a reconnect [MQTT-4.4.0-1], then the queue. */
-  resume(encodeDup: DupEncoder, pubrel: (packetId: number) => Uint8Array): void {
+  resume(): void {
     const link = this.link;
     if (link === undefined || (this.#inflight === undefined && this.queued === 0)) return;
     for (const entry of this.inflight.values()) {
       if (entry.state === RELEASED) {
-        link.sendPacket(pubrel(entry.packetId));
-      } else {
-        link.sendPacket(encodeDup(entry.message, entry.qos, entry.retain, entry.packetId));
+        link.sendPubrel(entry.packetId);
+      } else if (
+        !link.sendPublish(
+          entry.message,
+          entry.qos,
+          entry.retain,
+          entry.packetId,
+          entry.subscriptionIds,
+          true,
+        )
+      ) {
+        // The client reconnected with a smaller Maximum Packet Size.
+        this.#ctx.counters.dropped.packetTooLarge++;
+        this.#complete(entry, false);
       }
     }
     this.pump();
   }
 
-  /** PUBACK for a QoS 1 message we sent. Unknown ids are ignored. */
-  acknowledge(packetId: number): void {
+  /** PUBACK for one of our PUBLISHes: completes a QoS 1 message; for a QoS 2 one a violation. */
+  acknowledge(packetId: number): AckOutcome {
     const entry = this.#inflight?.get(packetId);
-    if (entry === undefined || entry.qos !== 1) return;
+    if (entry === undefined) return ACK_UNKNOWN;
+    if (entry.qos !== 1) return ACK_MISMATCH;
     this.#complete(entry);
+    return ACK_OK;
   }
 
-  /** PUBREC for a QoS 2 message we sent; the caller answers PUBREL either way. */
-  received(packetId: number): void {
+  /**
+   * PUBREC for one of our PUBLISHes. With a reason code < 0x80 the message is released (the caller
+   * sends PUBREL); with a failure code the exchange ends here (5.0 section 4.3.3), nothing more is sent.
+   * A PUBREC for a QoS 1 message is a violation; one repeated after PUBREL is answered again.
+   */
+  received(packetId: number, reasonCode = 0): AckOutcome {
     const entry = this.#inflight?.get(packetId);
-    if (entry === undefined || entry.qos !== 2 || entry.state !== SENT) return;
-    entry.state = RELEASED;
-    this.#ctx.observer?.outgoingChanged(this, entry);
+    if (entry === undefined) return ACK_UNKNOWN;
+    if (entry.qos !== 2) return ACK_MISMATCH;
+    if (reasonCode >= 0x80) {
+      this.#complete(entry);
+      return ACK_OK;
+    }
+    if (entry.state === SENT) {
+      entry.state = RELEASED;
+      this.#ctx.observer?.outgoingChanged(this, entry);
+    }
+    return ACK_OK;
   }
 
-  /** PUBCOMP for a QoS 2 message we sent. */
-  completed(packetId: number): void {
+  /** PUBCOMP for one of our QoS 2 messages; before its PUBREL, or for QoS 1, a violation. */
+  completed(packetId: number): AckOutcome {
     const entry = this.#inflight?.get(packetId);
-    if (entry === undefined || entry.qos !== 2) return;
+    if (entry === undefined) return ACK_UNKNOWN;
+    if (entry.qos !== 2 || entry.state !== RELEASED) return ACK_MISMATCH;
     this.#complete(entry);
+    return ACK_OK;
   }
 
-  #complete(entry: Outgoing): void {
+  #complete(entry: Outgoing, pump = true): void {
     this.#inflight!.delete(entry.packetId);
     this.#ctx.counters.inflight--;
+    this.#ctx.counters.memory.release(entry.message.size + ENTRY_OVERHEAD);
     this.#ctx.observer?.outgoingRemoved(this, entry);
-    this.pump();
+    if (pump) this.pump();
   }
 
   /** Drops everything queued and in flight (the session ends); counts the loss. */
   discard(): void {
     const c = this.#ctx.counters;
     const lost = this.queued + this.inflight.size;
+    let held = this.#queuedBytes + this.queued * ENTRY_OVERHEAD;
+    for (const entry of this.inflight.values()) held += entry.message.size + ENTRY_OVERHEAD;
+    c.memory.release(held);
     c.queued -= this.queued;
     c.inflight -= this.inflight.size;
     c.dropped.sessionDiscarded += lost;

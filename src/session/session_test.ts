@@ -26,13 +26,31 @@ interface SentPublish {
 /** Records every call; `writable` is set by the test. */
 class FakeLink implements SessionLink {
   writable = true;
+  receiveMaximum = 65_535;
   publishes: SentPublish[] = [];
   packets: Uint8Array[] = [];
-  sendPublish(bytes: Uint8Array, packetId: number, payloadLength: number): void {
-    this.publishes.push({ bytes, packetId, payloadLength });
+  // What a 3.1.1 connection does: shared bytes patched with the id; a resend encoded with DUP.
+  sendPublish(
+    message: Message,
+    qos: QoS,
+    retain: boolean,
+    packetId: number,
+    _subscriptionIds: readonly number[] | undefined,
+    dup: boolean,
+  ): boolean {
+    if (dup) {
+      this.packets.push(encodePublish(message.topic, message.payload, qos, retain, true, packetId));
+    } else {
+      this.publishes.push({
+        bytes: message.encoded(qos, retain),
+        packetId,
+        payloadLength: message.payload.length,
+      });
+    }
+    return true;
   }
-  sendPacket(bytes: Uint8Array): void {
-    this.packets.push(bytes);
+  sendPubrel(packetId: number): void {
+    this.packets.push(encodeAck("pubrel", packetId));
   }
 }
 
@@ -119,14 +137,6 @@ function online(
   return { session, link, ctx };
 }
 
-function encodeDup(m: Message, qos: QoS, retain: boolean, packetId: number): Uint8Array {
-  return encodePublish(m.topic, m.payload, qos, retain, true, packetId);
-}
-
-function pubrel(packetId: number): Uint8Array {
-  return encodeAck("pubrel", packetId);
-}
-
 // ---- offline delivery ------------------------------------------------------------------------
 
 Deno.test("session drops QoS 0 for an offline session and counts offlineQos0", () => {
@@ -140,7 +150,7 @@ Deno.test("session drops QoS 0 for an offline session and counts offlineQos0", (
   // Attaching a link later sends nothing: the QoS 0 messages are gone.
   const link = new FakeLink();
   session.link = link;
-  session.resume(encodeDup, pubrel);
+  session.resume();
   assert.equal(link.publishes.length, 0);
 });
 
@@ -156,7 +166,7 @@ Deno.test("session queues QoS 1/2 while offline and sends them in order on resum
 
   const link = new FakeLink();
   session.link = link;
-  session.resume(encodeDup, pubrel);
+  session.resume();
   assert.deepEqual(payloads(link), ["m0", "m1", "m2", "m3", "m4"]);
   assert.deepEqual(link.publishes.map((s) => parsePublish(s.bytes).qos), qos);
   assert.equal(link.packets.length, 0, "nothing was in flight to resend");
@@ -284,7 +294,7 @@ Deno.test("session maxQueued drops the newest and counts queueFull", () => {
   assert.equal(ctx.counters.dropped.queueFull, 3);
   const link = new FakeLink();
   session.link = link;
-  session.resume(encodeDup, pubrel);
+  session.resume();
   assert.deepEqual(payloads(link), ["m0", "m1", "m2"], "the oldest are kept");
 });
 
@@ -338,9 +348,10 @@ Deno.test("session pump stops as soon as the link turns non-writable", () => {
   link.writable = false;
   for (let i = 0; i < 4; i++) session.deliver(message(`m${i}`, 0), 0);
   link.writable = true;
-  link.sendPublish = (bytes, packetId, payloadLength) => {
-    FakeLink.prototype.sendPublish.call(link, bytes, packetId, payloadLength);
+  link.sendPublish = (...args) => {
+    FakeLink.prototype.sendPublish.apply(link, args);
     if (link.publishes.length === 2) link.writable = false;
+    return true;
   };
   session.pump();
   assert.deepEqual(payloads(link), ["m0", "m1"]);
@@ -370,7 +381,7 @@ Deno.test("session resume re-sends in-flight PUBLISH with DUP=1 and PUBREL for r
 
   const next = new FakeLink();
   session.link = next;
-  session.resume(encodeDup, pubrel);
+  session.resume();
 
   assert.equal(next.packets.length, 4, "every in-flight message resent once");
   const expected = [
@@ -409,7 +420,7 @@ Deno.test("session resume after acknowledgements resends only what is still in f
   session.acknowledge(ids[2]);
   const next = new FakeLink();
   session.link = next;
-  session.resume(encodeDup, pubrel);
+  session.resume();
   assert.deepEqual(
     next.packets.map((b) => [parsePublish(b).payload, parsePublish(b).packetId]),
     [["m1", ids[1]], ["m3", ids[3]]],
@@ -578,9 +589,13 @@ Deno.test("session counters stay consistent with a model through random operatio
     };
     // The real session runs first and the model then follows, reading the id it chose.
     const instrument = (m: Model, link: FakeLink) => {
-      link.sendPublish = (bytes, packetId, payloadLength) => {
-        FakeLink.prototype.sendPublish.call(link, bytes, packetId, payloadLength);
-        m.seen.push({ tag: parsePublish(bytes).payload, id: packetId });
+      link.sendPublish = (...args) => {
+        FakeLink.prototype.sendPublish.apply(link, args);
+        const [message, qos, retain, packetId, , dup] = args;
+        if (!dup) {
+          m.seen.push({ tag: parsePublish(message.encoded(qos, retain)).payload, id: packetId });
+        }
+        return true;
       };
     };
     const ops: ((m: Model) => void)[] = [
@@ -625,8 +640,9 @@ Deno.test("session counters stay consistent with a model through random operatio
       (m) => { // PUBCOMP
         const entry = m.inflight.length > 0 ? pick(m.inflight) : undefined;
         if (entry === undefined) return;
+        // PUBCOMP before PUBREL is a violation the connection closes for: nothing changes here.
         m.session.completed(entry.id);
-        if (entry.qos === 2) {
+        if (entry.qos === 2 && entry.state === "released") {
           m.inflight.splice(m.inflight.indexOf(entry), 1);
           modelPump(m);
         }
@@ -648,7 +664,7 @@ Deno.test("session counters stay consistent with a model through random operatio
         link.writable = random() < 0.8;
         instrument(m, link);
         m.session.link = m.link = link;
-        m.session.resume(encodeDup, pubrel);
+        m.session.resume();
         const expected = m.inflight.map((e) => e.state === "released" ? `rel:${e.id}` : e.tag);
         const actual = link.packets.map((b) =>
           b[0] === 0x62 ? `rel:${(b[2] << 8) | b[3]}` : parsePublish(b).payload
@@ -714,9 +730,10 @@ Deno.test("session pump survives a link that acknowledges inside sendPublish (re
   assert.equal(session.queued, 3);
   // Each PUBLISH is acknowledged at once, which completes it and pumps again from inside pump().
   const sent: string[] = [];
-  link.sendPublish = (bytes, packetId) => {
-    sent.push(parsePublish(bytes).payload);
+  link.sendPublish = (message, qos, retain, packetId) => {
+    sent.push(parsePublish(message.encoded(qos, retain)).payload);
     session.acknowledge(packetId);
+    return true;
   };
   link.writable = true;
   session.pump();

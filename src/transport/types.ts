@@ -11,7 +11,8 @@ import type { RemoteAddress } from "../hooks.ts";
  *
  * `read` resolves with the number of bytes put into `buffer`, or `null` at end of stream; it may
  * reject when the peer resets the connection. `write` may write fewer bytes than given and
- * resolves with how many it wrote.
+ * resolves with how many it wrote. Once it has resolved the broker may reuse `data`'s memory
+ * for a later write, so a transport that keeps the bytes past that point copies them.
  */
 export interface BrokerConn {
   /** Reads into `buffer`; resolves with the byte count, or `null` at end of stream. */

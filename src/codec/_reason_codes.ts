@@ -1,0 +1,92 @@
+/**
+ * Which MQTT 5.0 reason codes each packet type may carry (private to the codec): the decoder
+ * rejects others with 0x82 and the encoder refuses to write them.
+ *
+ * @module
+ */
+
+/** A 256-entry membership table of allowed reason codes. */
+function codes(...list: number[]): Uint8Array {
+  const t = new Uint8Array(256);
+  for (const c of list) t[c] = 1;
+  return t;
+}
+
+/** Reason codes each packet type may carry (sections 3.2.2.2 .. 3.15.2.1). */
+export const ALLOWED_REASON_CODES: Readonly<Record<string, Uint8Array>> = {
+  connack: codes(
+    0x00,
+    0x80,
+    0x81,
+    0x82,
+    0x83,
+    0x84,
+    0x85,
+    0x86,
+    0x87,
+    0x88,
+    0x89,
+    0x8a,
+    0x8c,
+    0x90,
+    0x95,
+    0x97,
+    0x99,
+    0x9a,
+    0x9b,
+    0x9c,
+    0x9d,
+    0x9f,
+  ),
+  puback: codes(0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99),
+  pubrec: codes(0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99),
+  pubrel: codes(0x00, 0x92),
+  pubcomp: codes(0x00, 0x92),
+  suback: codes(0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8f, 0x91, 0x97, 0x9e, 0xa1, 0xa2),
+  unsuback: codes(0x00, 0x11, 0x80, 0x83, 0x87, 0x8f, 0x91),
+  disconnect: codes(
+    0x00,
+    0x04,
+    0x80,
+    0x81,
+    0x82,
+    0x83,
+    0x87,
+    0x89,
+    0x8b,
+    0x8d,
+    0x8e,
+    0x8f,
+    0x90,
+    0x93,
+    0x94,
+    0x95,
+    0x96,
+    0x97,
+    0x98,
+    0x99,
+    0x9a,
+    0x9b,
+    0x9c,
+    0x9d,
+    0x9e,
+    0x9f,
+    0xa0,
+    0xa1,
+    0xa2,
+  ),
+  auth: codes(0x00, 0x18, 0x19),
+};
+
+/** The tag of "the sender MUST use one of the <packet> Reason Codes". */
+export const REASON_CODE_TAG: Readonly<Record<string, string>> = {
+  connack: "[MQTT-3.2.2-8]",
+  puback: "[MQTT-3.4.2-1]",
+  pubrec: "[MQTT-3.5.2-1]",
+  pubrel: "[MQTT-3.6.2-1]",
+  pubcomp: "[MQTT-3.7.2-1]",
+  suback: "[MQTT-3.9.3-2]",
+  unsuback: "[MQTT-3.11.3-2]",
+  disconnect: "[MQTT-3.14.2-1]",
+  auth: "[MQTT-3.15.2-1]",
+};
