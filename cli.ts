@@ -5,7 +5,9 @@
  * ACL, certificate or PSK file needs `--allow-read` of that file; the PSK sidecar needs
  * `--allow-run` of the stunnel binary and nothing else (its configuration goes to stunnel's stdin
  * and stunnel reads the PSK file itself); `--data-dir` needs `--allow-read` and `--allow-write`
- * of that folder; `passwd FILE USER` needs `--allow-read=FILE --allow-write=FILE`.
+ * of that folder; `passwd FILE USER` needs `--allow-read=FILE --allow-write=FILE`; `--cluster`
+ * needs `--allow-net` of the NATS servers and `--allow-read` of a `--cluster-creds` or
+ * `--cluster-tls-ca` file; `--reuse-port` needs `--unstable-net`.
  * `--mosquitto-conf FILE` needs `--allow-read` of FILE, its `include_dir`s and the files it names;
  * bridges need `--allow-net` to their remotes (TLS-PSK bridges: `--allow-run` of stunnel and
  * read/write of the temporary directory).
@@ -300,6 +302,13 @@ async function startBroker(
   auth: Partial<AuthHooks> | undefined,
   stoppers: Stopper[],
 ): Promise<Broker> {
+  // The cluster's files are checked first: a bad one is a usage error naming its flag.
+  if (config.cluster?.credsFile !== undefined) {
+    readFileFor(config, "cluster-creds", config.cluster.credsFile);
+  }
+  if (config.cluster?.tlsCaFile !== undefined) {
+    readFileFor(config, "cluster-tls-ca", config.cluster.tlsCaFile);
+  }
   const persistence = config.dataDir === undefined ? undefined : new SqlitePersistence({
     dir: config.dataDir,
     sync: config.sync,
@@ -311,6 +320,7 @@ async function startBroker(
     sysIntervalMs: config.sysIntervalS * 1000,
     logConnections: config.logConnections ?? true,
     persistence,
+    cluster: config.cluster,
     responseInformation: config.responseInformation,
     authenticate: auth?.authenticate,
     authorizePublish: auth?.authorizePublish,
@@ -321,6 +331,10 @@ async function startBroker(
   try {
     await broker.ready;
   } catch (error) {
+    // NATS unreachable is not a usage error: one line naming the URL, exit 1.
+    if (config.cluster !== undefined && (/NATS/.test(errorText(error)) || !config.dataDir)) {
+      throw new Error(`--cluster: ${errorText(error)}`);
+    }
     throw new UsageError(`${config.describe("data-dir", config.dataDir)}: ${errorText(error)}`);
   }
   if (log.enabled("debug")) {
@@ -382,7 +396,13 @@ async function startListeners(
       "host",
       host,
       config.port,
-      () => broker.listen({ hostname: host, port: config.port, log: false }),
+      () =>
+        broker.listen({
+          hostname: host,
+          port: config.port,
+          log: false,
+          reusePort: config.reusePort,
+        }),
     );
     logListener(log, config, "tcp", listener.hostname, listener.port);
   }

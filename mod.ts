@@ -47,6 +47,7 @@ export {
   type Limits,
 } from "./src/options.ts";
 export type { BrokerStats, DropCounters } from "./src/stats.ts";
+export type { ClusterOptions, ClusterStats } from "./src/cluster/link.ts";
 export type {
   BrokerEventMap,
   ClientErrorEventDetail,

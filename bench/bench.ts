@@ -170,6 +170,8 @@ mosquitto is on PATH, mosquitto (interleaved), and prints medians and ratios our
   --loadgen-args "A"   more flags for every loadgen run (split on spaces), e.g. "--window 64";
                        bench/out/loadgen --help lists them
   --no-pin             do not pin the broker to CPU 0 and the load generator to CPU 1
+  --cluster            then the cross-node scenarios (bench/cluster_bench.ts: two nodes through
+                       nats-server, beside one node and nats-server's MQTT listener)
   --help               this text
 
 Results: a table on stdout, one progress line per run on stderr, and
@@ -188,6 +190,8 @@ export interface BenchOptions {
   loadgenArgs: string[];
   dataDir?: string;
   pin: boolean;
+  /** Also the cross-node scenarios of bench/cluster_bench.ts, after the others. */
+  cluster: boolean;
 }
 
 /** Parses bench flags; throws a TypeError with a one-line message on a bad flag. */
@@ -217,6 +221,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | "help" {
         "loadgen-args": { type: "string" },
         "data-dir": { type: "string" },
         "no-pin": { type: "boolean" },
+        cluster: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -265,6 +270,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | "help" {
     loadgenArgs: (values["loadgen-args"] ?? "").split(/\s+/).filter((a) => a !== ""),
     dataDir: values["data-dir"] === undefined ? undefined : resolve(values["data-dir"]),
     pin: !values["no-pin"],
+    cluster: values.cluster === true,
   };
 }
 
@@ -995,7 +1001,28 @@ async function main(): Promise<void> {
   console.log(`# results: ${file}`);
   Deno.removeSignalListener("SIGINT", stopAll);
   Deno.removeSignalListener("SIGTERM", stopAll);
-  if (failed.length > 0) Deno.exit(1);
+  let clusterFailed = false;
+  if (opts.cluster) {
+    const status = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-read",
+        "--allow-write",
+        "--allow-run",
+        "--allow-env",
+        `${BENCH_DIR}/cluster_bench.ts`,
+        "--duration",
+        String(opts.durationS),
+        "--reps",
+        String(opts.reps),
+      ],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    clusterFailed = !status.success;
+  }
+  if (failed.length > 0 || clusterFailed) Deno.exit(1);
 }
 
 if (import.meta.main) {

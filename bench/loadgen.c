@@ -95,7 +95,7 @@ typedef struct {
 
 static struct {
 	const char *host, *label;
-	int port, pid;
+	int port, pid, sub_port;
 	int pubs, subs, qos, size, window, wbatch, inflight, qbatch;
 	double duration, warmup, drain, rate, settle, timeout;
 	int conns, conc, filters, per_subscribe, keepalive, verbose, tick_us, pgid, persistent_subs;
@@ -112,6 +112,7 @@ static struct {
 static scen_t scen;
 static int ep = -1;
 static struct sockaddr_in broker_addr;
+static struct sockaddr_in sub_addr; /* --sub-port: subscribers connect here (another cluster node) */
 static peer **pubs, **subs, **idles, **frozen;
 static int npubs, nsubs, nidles, nfrozen, frozen_live;
 static seen_t *seen;     /* [pub * seen_cols + col] */
@@ -410,7 +411,8 @@ static peer *peer_open(int kind, int id, size_t in_cap)
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
 	c->pollout = 1;
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) fatal("epoll_ctl: %s", strerror(errno));
-	if (connect(c->fd, (struct sockaddr *)&broker_addr, sizeof broker_addr) < 0 && errno != EINPROGRESS)
+	const struct sockaddr_in *to = c->kind == SUB && O.sub_port ? &sub_addr : &broker_addr;
+	if (connect(c->fd, (const struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS)
 		peer_fail(c, strerror(errno));
 	return c;
 }
@@ -1583,6 +1585,7 @@ static void usage(FILE *to, int status)
 	        "  SCENARIO  fanin | fanout | qos1 | latency | conns | wildcard | probe | flood\n"
 	        "  --host A          broker IPv4 address (127.0.0.1)\n"
 	        "  --port N          broker port (1883)\n"
+	        "  --sub-port N      subscribers connect to this port instead (another cluster node)\n"
 	        "  --pid N           broker process id: its CPU (/proc/N/stat) and RSS (/proc/N/status)\n"
 	        "  --duration S      measured seconds (5)\n"
 	        "  --warmup S        seconds of load before measuring (1)\n"
@@ -1644,9 +1647,9 @@ int main(int argc, char **argv)
 	enum { o_host = 256, o_port, o_pid, o_duration, o_warmup, o_drain, o_pubs, o_subs, o_qos, o_size, o_window,
 	       o_wbatch, o_inflight, o_qbatch, o_rate, o_conns, o_conc, o_filters, o_per_subscribe, o_settle,
 	       o_timeout, o_keepalive, o_seed, o_tick_us, o_pgid, o_label, o_persistent_subs, o_verbose,
-	       o_size_max, o_frozen, o_sub_rate, o_rss_every, o_no_split, o_help };
+	       o_size_max, o_frozen, o_sub_rate, o_rss_every, o_no_split, o_help, o_sub_port };
 	static const struct option longs[] = {
-	    {"host", 1, 0, o_host}, {"port", 1, 0, o_port}, {"pid", 1, 0, o_pid}, {"duration", 1, 0, o_duration},
+	    {"host", 1, 0, o_host}, {"port", 1, 0, o_port}, {"sub-port", 1, 0, o_sub_port}, {"pid", 1, 0, o_pid}, {"duration", 1, 0, o_duration},
 	    {"warmup", 1, 0, o_warmup}, {"drain", 1, 0, o_drain}, {"pubs", 1, 0, o_pubs}, {"subs", 1, 0, o_subs},
 	    {"qos", 1, 0, o_qos}, {"size", 1, 0, o_size}, {"window", 1, 0, o_window}, {"wbatch", 1, 0, o_wbatch},
 	    {"inflight", 1, 0, o_inflight}, {"qbatch", 1, 0, o_qbatch}, {"rate", 1, 0, o_rate},
@@ -1664,6 +1667,7 @@ int main(int argc, char **argv)
 		switch (o) {
 		case o_host: O.host = optarg; break;
 		case o_port: O.port = (int)num_arg(name, optarg, 1, 65535); break;
+		case o_sub_port: O.sub_port = (int)num_arg(name, optarg, 1, 65535); break;
 		case o_pid: O.pid = (int)num_arg(name, optarg, 0, INT_MAX); break;
 		case o_duration: O.duration = num_arg(name, optarg, 0.1, 86400); break;
 		case o_warmup: O.warmup = num_arg(name, optarg, 0, 3600); break;
@@ -1744,6 +1748,8 @@ int main(int argc, char **argv)
 	broker_addr.sin_family = AF_INET;
 	broker_addr.sin_port = htons((uint16_t)O.port);
 	if (inet_pton(AF_INET, O.host, &broker_addr.sin_addr) != 1) fatal("--host: an IPv4 address is expected");
+	sub_addr = broker_addr;
+	sub_addr.sin_port = htons((uint16_t)(O.sub_port ? O.sub_port : O.port));
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0) fatal("epoll_create1: %s", strerror(errno));
 

@@ -25,14 +25,24 @@ import { type Limits, resolveLimits } from "./options.ts";
 import { RetainedStore } from "./retained_store.ts";
 import { Router } from "./router.ts";
 import { SessionRegistry } from "./session/registry.ts";
-import type { SessionContext } from "./session/session.ts";
+import type { Outgoing, Session, SessionContext } from "./session/session.ts";
 import { type BrokerStats, Counters } from "./stats.ts";
+import { parseSharedFilter } from "./topic/shared.ts";
 import { validateTopicName } from "./topic/topic.ts";
 import { DurableState, restoreState } from "./durable_state.ts";
 import type { Persistence } from "./persistence/persistence.ts";
 import type { BrokerConn } from "./transport/types.ts";
 import { type ListenerInfo, registerInternals } from "./introspection.ts";
 import { SysTopics } from "./sys_topics.ts";
+import {
+  type ClusterHost,
+  type ClusterLink,
+  type ClusterOptions,
+  validateClusterOptions,
+} from "./cluster/link.ts";
+import { clusterMirror } from "./cluster/mirror.ts";
+import { addMessages, adoptSession, exportSession } from "./cluster/session_state.ts";
+import type { ClusterSeam } from "./context.ts";
 
 /** Options of `new Broker()`. */
 export interface BrokerOptions {
@@ -76,6 +86,12 @@ export interface BrokerOptions {
    * with the process. With it, PUBACK/PUBREC/SUBACK to a client wait until the change is stored.
    */
   persistence?: Persistence;
+  /**
+   * Join a cluster of brokers through NATS JetStream: one topic space, retained messages and
+   * client ids cluster-wide (see the README's cluster section). The NATS client is loaded only
+   * when this is given. `ready` rejects when NATS cannot be reached.
+   */
+  cluster?: ClusterOptions;
 }
 
 /** Where and how `broker.listen()` accepts connections. */
@@ -102,6 +118,11 @@ export interface ListenOptions {
   maxConnections?: number;
   /** Log "listening on …" at info. Default true (the CLI writes its own line). */
   log?: boolean;
+  /**
+   * SO_REUSEPORT (Linux): several processes listen on one port and the kernel spreads the
+   * connections. Deno needs `--unstable-net` for it. Plain TCP only.
+   */
+  reusePort?: boolean;
 }
 
 /** A listening socket of the broker. */
@@ -167,6 +188,7 @@ const OPTION_NAMES: ReadonlySet<string> = new Set([
   "persistence",
   "authenticateEnhanced",
   "responseInformation",
+  "cluster",
 ]);
 
 function closeQuietly(conn: BrokerConn): void {
@@ -257,6 +279,15 @@ export class Broker extends EventTarget {
   #closing: Promise<void> | undefined;
   #ready: Promise<void>;
   #store: Persistence | undefined;
+  #cluster: ClusterLink | undefined;
+  #sessionContext: SessionContext;
+  #seam: ClusterSeam | undefined;
+  #clustered = false;
+  // Sessions handed to another node that still collect messages until it has taken them.
+  readonly #leaving = new Map<
+    string,
+    { session: Session; sent: Set<Outgoing>; timer: ReturnType<typeof setTimeout> }
+  >();
 
   /** Creates a broker; throws TypeError/RangeError naming a bad option. */
   constructor(options: BrokerOptions = {}) {
@@ -294,7 +325,7 @@ export class Broker extends EventTarget {
     this.#log = options.logger ?? createLogger(options.logLevel ?? "info");
     this.#counters.memory.limit = this.#limits.memoryLimit;
     this.#retained = new RetainedStore(this.#limits, this.#counters);
-    const sessionContext: SessionContext = {
+    const sessionContext: SessionContext = this.#sessionContext = {
       limits: this.#limits,
       counters: this.#counters,
       authorizeForward: options.authorizeForward,
@@ -323,6 +354,7 @@ export class Broker extends EventTarget {
       publishWill: (client, will) => this.#publishWill(client, will),
       debug: (line) => this.#log.debug(line),
       expired: () => this.#counters.sessionsExpired++,
+      ended: (session) => this.#cluster?.sessionDeleted(session.clientId),
     });
     this.#ctx = {
       now: 0,
@@ -339,6 +371,9 @@ export class Broker extends EventTarget {
       log: this.#log,
       get mirror() {
         return broker.#mirror;
+      },
+      get cluster() {
+        return broker.#seam;
       },
       publish: (message, from) => this.#publish(message, from),
       publishWill: (client, will) => this.#publishWill(client, will),
@@ -387,6 +422,13 @@ export class Broker extends EventTarget {
       // Reported through ready/listen/handle; never an unhandled rejection.
       this.#ready.catch(() => {});
     }
+    if (options.cluster !== undefined) {
+      const clusterOptions = options.cluster;
+      validateClusterOptions(clusterOptions);
+      this.#clustered = true;
+      this.#ready = this.#ready.then(() => this.#joinCluster(clusterOptions));
+      this.#ready.catch(() => {});
+    }
     const sysIntervalMs = options.sysIntervalMs ?? 0;
     if (!Number.isInteger(sysIntervalMs) || sysIntervalMs < 0) {
       throw new RangeError(
@@ -404,11 +446,121 @@ export class Broker extends EventTarget {
     });
     this.#ready.then(() => this.#readiness = "ready", () => this.#readiness = "failed");
     if (sysIntervalMs > 0) {
-      const sys = new SysTopics({ ctx: this.#ctx, startedAt: this.#startedAt });
+      const sys = new SysTopics({
+        ctx: this.#ctx,
+        startedAt: this.#startedAt,
+        cluster: () => this.#cluster?.stats(),
+      });
       this.#sysTimer = setInterval(() => sys.publish(), sysIntervalMs);
       Deno.unrefTimer(this.#sysTimer);
       sys.publish();
     }
+  }
+
+  async #joinCluster(options: ClusterOptions): Promise<void> {
+    // A literal specifier, so `deno compile` bundles it; loaded only for a cluster.
+    const { startCluster } = await import("./cluster/nats_cluster.ts");
+    const inner = this.#mirror;
+    const host: ClusterHost = {
+      log: this.#log,
+      limits: this.#limits,
+      deliver: (message) => {
+        if (!this.#closed) this.#router.route(message);
+      },
+      deliverShared: (group, filter, message) =>
+        !this.#closed && this.#router.deliverShared(group, filter, message),
+      setRetained: (message) => {
+        const result = this.#retained.set(message);
+        if (result !== "full" && result !== "none") inner?.retainedChanged(message);
+      },
+      release: (clientId, handOver, phase, idOf) => {
+        const session = this.#registry.sessions.get(clientId);
+        const leaving = this.#leaving.get(clientId);
+        if (phase === 2) {
+          if (leaving === undefined || session !== leaving.session) return undefined;
+          this.#leaving.delete(clientId);
+          clearTimeout(leaving.timer);
+          const late = exportSession(session, idOf, leaving.sent);
+          this.#registry.end(session);
+          return late;
+        }
+        if (session === undefined) return undefined;
+        const old = session.link as Connection | undefined;
+        if (old !== undefined) {
+          // As a local takeover: the will now, unless it has a delay and the session goes on
+          // [MQTT-3.1.3-9]; a 5.0 client is told DISCONNECT 0x8E first [MQTT-3.1.4-3].
+          old.session = undefined;
+          session.link = undefined;
+          const will = old.will;
+          old.will = undefined;
+          if (will !== undefined) {
+            const delayed = (will.properties?.willDelayInterval ?? 0) > 0 && handOver &&
+              !session.clean;
+            if (!delayed) this.#publishWill(old.client, will);
+          }
+          old.disconnect(
+            REASON.sessionTakenOver,
+            "taken over by a connection on another node",
+            false,
+          );
+        }
+        if (!handOver || session.clean) {
+          this.#registry.end(session);
+          return undefined;
+        }
+        // It keeps collecting until the new node has its subscriptions in place (phase 2).
+        const state = exportSession(session, idOf);
+        if (leaving !== undefined) clearTimeout(leaving.timer);
+        const timer = setTimeout(() => {
+          if (this.#leaving.get(clientId)?.session !== session) return;
+          this.#leaving.delete(clientId);
+          if (this.#registry.sessions.get(clientId) === session) this.#registry.end(session);
+        }, 10_000);
+        Deno.unrefTimer(timer);
+        this.#leaving.set(clientId, { session, sent: new Set(session.outgoing()), timer });
+        return state;
+      },
+    };
+    const link = await startCluster(options, host);
+    if (this.#closed) return await link.close();
+    this.#cluster = link;
+    this.#mirror = clusterMirror(inner, link);
+    const target = {
+      sessions: this.#registry.sessions,
+      router: this.#router,
+      sessionContext: this.#sessionContext,
+    };
+    this.#seam = {
+      claim: (clientId, clean) => link.claim(clientId, clean),
+      adopt: (clientId, client, state) => {
+        const session = adoptSession(target, clientId, client, state);
+        link.adopted(clientId, (late) => {
+          if (this.#registry.sessions.get(clientId) !== session) return;
+          const have = new Set<string>();
+          for (const entry of session.outgoing()) {
+            const id = link.idOf(entry.message);
+            if (id !== undefined) have.add(id);
+          }
+          addMessages(session, late.filter((m) => m.id === undefined || !have.has(m.id)));
+        });
+        return session;
+      },
+    };
+    this.#router.interest = (filter, change) =>
+      change === 1 ? link.filterAdded(filter) : link.filterRemoved(filter);
+    // From now on a shared group's messages reach its local members only through the cluster,
+    // which picks one member cluster-wide (this node's own publishes included).
+    this.#router.sharedInterest = (group, filter, change) =>
+      change === 1 ? link.sharedAdded(group, filter) : link.sharedRemoved(group, filter);
+    // Sessions restored from the store subscribed before the link was there.
+    for (const session of this.#registry.sessions.values()) {
+      for (const filter of session.subscriptions.keys()) {
+        const shared = parseSharedFilter(filter);
+        if (shared === undefined) link.filterAdded(filter);
+        else link.sharedAdded(shared.group, shared.filter);
+      }
+    }
+    await link.restored();
   }
 
   /**
@@ -519,7 +671,7 @@ export class Broker extends EventTarget {
     try {
       listener = options.tls
         ? Deno.listenTls({ hostname, port, cert: options.tls.cert, key: options.tls.key })
-        : Deno.listen({ hostname, port });
+        : Deno.listen({ hostname, port, ...(options.reusePort ? { reusePort: true } : {}) });
     } catch (error) {
       return Promise.reject(error);
     }
@@ -631,7 +783,9 @@ export class Broker extends EventTarget {
    * `client.remoteAddress.listener` (per-listener authentication and ACLs use it).
    */
   handle(conn: BrokerConn, transport = "tcp", listener?: string): Promise<void> {
-    if (this.#store === undefined) return this.#serve(conn, transport, listener);
+    if (this.#store === undefined && !this.#clustered) {
+      return this.#serve(conn, transport, listener);
+    }
     return this.#ready.then(() => this.#serve(conn, transport, listener), () => {
       // The store could not be opened: serve nobody.
       this.#closed = true;
@@ -756,14 +910,17 @@ export class Broker extends EventTarget {
   }
 
   #publish(message: Message, from: ClientInfo | undefined): number {
+    let retainedChanged = false;
     if (message.retain) {
       if (message.expiresAt !== 0 && message.expiresAt < this.#retainedExpiry) {
         this.#retainedExpiry = message.expiresAt;
       }
       const result = this.#retained.set(message);
-      if (result !== "full" && result !== "none") this.#mirror?.retainedChanged(message);
+      retainedChanged = result !== "full" && result !== "none";
+      if (retainedChanged) this.#mirror?.retainedChanged(message);
     }
     const delivered = this.#router.route(message);
+    this.#cluster?.forward(message, retainedChanged);
     if (this.#ctx.listening("publish")) {
       const detail: BrokerEventMap["publish"] = {
         client: from,
@@ -890,6 +1047,7 @@ export class Broker extends EventTarget {
       packetsIn: c.packetsIn,
       packetsOut: c.packetsOut,
       dropped: { ...c.dropped },
+      ...(this.#cluster === undefined ? {} : { cluster: this.#cluster.stats() }),
     };
   }
 
@@ -913,6 +1071,10 @@ export class Broker extends EventTarget {
       connection.disconnect(REASON.serverShuttingDown, "broker shutting down", false);
     }
     await Promise.all(connections.map((c) => c.closed));
+    if (this.#clustered) {
+      await this.#ready.catch(() => {});
+      await this.#cluster?.close();
+    }
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
     if (this.#sysTimer !== undefined) clearInterval(this.#sysTimer);
     this.#sweepTimer = this.#sysTimer = undefined;

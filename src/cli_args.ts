@@ -43,6 +43,18 @@ export interface CliConfig {
   dataDir?: string;
   sync: "full" | "normal" | "off";
   sysIntervalS: number;
+  /** `--cluster` and the flags that go with it. */
+  cluster?: {
+    servers: string[];
+    nodeName: string;
+    credsFile?: string;
+    user?: string;
+    password?: string;
+    token?: string;
+    tlsCaFile?: string;
+    replicas: number;
+  };
+  reusePort: boolean;
   /** 5.0 Response Information prefix; undefined = none. */
   responseInformation?: string;
   /** `--mosquitto-conf FILE`. */
@@ -97,6 +109,13 @@ const STRING_FLAGS = {
   "acl-file": "aclFile",
   "data-dir": "dataDir",
   sync: "sync",
+  cluster: "cluster",
+  "node-name": "nodeName",
+  "cluster-creds": "clusterCreds",
+  "cluster-user": "clusterUser",
+  "cluster-password": "clusterPassword",
+  "cluster-token": "clusterToken",
+  "cluster-tls-ca": "clusterTlsCa",
   "response-information": "responseInformation",
   "log-format": "logFormat",
   "http-host": "httpHost",
@@ -116,6 +135,7 @@ const BOOLEAN_FLAGS = {
   "allow-anonymous": "allowAnonymous",
   "no-tcp": "noTcp",
   "http-ws": "httpWs",
+  "reuse-port": "reusePort",
   help: "help",
   version: "version",
 } as const;
@@ -159,6 +179,16 @@ Operations (HTTP):
   --http-host HOST                   address of the HTTP listener (default 127.0.0.1)
   --http-token-file FILE             bearer token of the admin API (/api/v1/...); mode 0600
   --http-ws                          MQTT over WebSocket on the HTTP listener too (--ws-path)
+Cluster (several brokers as one, joined through NATS JetStream; see README):
+  --cluster URL[,URL…]               NATS servers, e.g. nats://127.0.0.1:4222
+  --node-name NAME                   this node's name: unique, stable, [A-Za-z0-9_-]
+  --cluster-creds FILE               NATS credentials file
+  --cluster-user USER                NATS user (with --cluster-password)
+  --cluster-password PASSWORD
+  --cluster-token TOKEN              NATS token
+  --cluster-tls-ca FILE              CA of the NATS servers' certificates: connect with TLS
+  --cluster-replicas N               JetStream replicas of the cluster's state (default 1)
+  --reuse-port                       SO_REUSEPORT: several nodes on one port (Linux, --unstable-net)
 Other:
   --sys-interval SECONDS             publish $SYS/broker/... every N s, 0 = off (default 10)
   --response-information PREFIX      5.0 Response Information: PREFIX + client id, when requested
@@ -281,6 +311,7 @@ export function parseCliArgs(
   for (const [flag] of LIMIT_FLAGS) options[flag] = { type: "string" };
   options["sys-interval"] = { type: "string" };
   const valued = new Set(Object.keys(options).filter((flag) => options[flag].type === "string"));
+  options["cluster-replicas"] = { type: "string" };
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({
@@ -356,6 +387,8 @@ export function parseCliArgs(
     known.set("sysInterval", "sys-interval");
     known.set("httpWs", "http-ws");
     const folder = dirname(resolve(values.config));
+    known.set("clusterReplicas", "cluster-replicas");
+    known.set("reusePort", "reuse-port");
     for (const [key, value] of Object.entries(json as Record<string, unknown>)) {
       try {
         if (key === "listeners") listeners = parseListeners(value, "listeners");
@@ -487,6 +520,7 @@ export function parseCliArgs(
     httpHost: str("http-host") ?? CLI_DEFAULTS.httpHost,
     httpTokenFile: str("http-token-file"),
     httpWs: bool("http-ws") ?? false,
+    reusePort: bool("reuse-port") ?? false,
     describe,
     help: bool("help") ?? false,
     version: bool("version") ?? false,
@@ -499,6 +533,51 @@ export function parseCliArgs(
     config.notes = mosquitto.notes;
     if (mosquitto.settings.logConnections !== undefined) {
       config.logConnections = mosquitto.settings.logConnections;
+    }
+  }
+  const clusterUrls = str("cluster");
+  if (clusterUrls !== undefined) {
+    const nodeName = str("node-name");
+    if (nodeName === undefined) throw new UsageError(`--cluster needs --node-name`);
+    if (!/^[A-Za-z0-9_-]+$/.test(nodeName)) {
+      throw new UsageError(`--node-name: letters, digits, "_" and "-" only, got "${nodeName}"`);
+    }
+    const servers = clusterUrls.split(",").map((u) => u.trim()).filter((u) => u !== "");
+    for (const url of servers) {
+      if (!/^(nats|tls):\/\/[^\s/]+$/.test(url) && !/^[^\s/:]+:\d+$/.test(url)) {
+        throw new UsageError(`--cluster: expected nats://HOST:PORT, got "${url}"`);
+      }
+    }
+    const user = str("cluster-user");
+    const password = str("cluster-password");
+    if ((user === undefined) !== (password === undefined)) {
+      throw new UsageError(`--cluster-user and --cluster-password go together`);
+    }
+    config.cluster = {
+      servers,
+      nodeName,
+      credsFile: str("cluster-creds"),
+      user,
+      password,
+      token: str("cluster-token"),
+      tlsCaFile: str("cluster-tls-ca"),
+      replicas: merged["cluster-replicas"] === undefined
+        ? 1
+        : parseInteger(label("cluster-replicas"), merged["cluster-replicas"], 1, 5),
+    };
+  } else {
+    for (
+      const flag of [
+        "node-name",
+        "cluster-creds",
+        "cluster-user",
+        "cluster-password",
+        "cluster-token",
+        "cluster-tls-ca",
+        "cluster-replicas",
+      ]
+    ) {
+      if (merged[flag] !== undefined) throw new UsageError(`--${flag} needs --cluster`);
     }
   }
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {

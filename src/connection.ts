@@ -67,6 +67,7 @@ const CLOSING = 8;
 const FIRST_BYTE_CHECKED = 16;
 const WRITING = 32;
 const SCHEDULED = 64;
+const HOLDING = 128;
 
 // State most connections never need, kept out of the Connection object (every field there is
 // paid by every idle client).
@@ -142,6 +143,17 @@ export class Connection implements ClientLink {
   }
   set connected(value: boolean) {
     this.#flag(CONNECTED, value);
+  }
+
+  /**
+   * Set while an accepted CONNECT waits for its CONNACK (a store commit, the cluster): the session
+   * queues instead of sending, so nothing goes out before the CONNACK [MQTT-3.2.0-1].
+   */
+  get holding(): boolean {
+    return (this.#flags & HOLDING) !== 0;
+  }
+  set holding(value: boolean) {
+    this.#flag(HOLDING, value);
   }
 
   /** Set when the broker was at `maxConnections` as this connection arrived. */
@@ -248,7 +260,7 @@ export class Connection implements ClientLink {
   /** False while more than `maxSocketBufferBytes` wait to be written. */
   get writable(): boolean {
     return this.#queuedBytes + this.#writingBytes < this.ctx.limits.maxSocketBufferBytes &&
-      (this.#flags & CLOSING) === 0;
+      (this.#flags & (CLOSING | HOLDING)) === 0;
   }
 
   /** Runs the read loop until the connection closes. Never rejects. */

@@ -7,6 +7,7 @@
  */
 import type { Decoder } from "./codec/decoder.ts";
 import type { Packet, ProtocolVersion, Will } from "./codec/packet.ts";
+import type { SessionState } from "./cluster/link.ts";
 import type { BrokerEventMap } from "./events.ts";
 import type {
   AuthenticateEnhancedHook,
@@ -43,6 +44,14 @@ export interface StateMirror {
   inboundQos2Removed(session: Session, packetId: number): void;
 }
 
+/** What CONNECT needs of a cluster: the client id taken cluster-wide, a handed-over session. */
+export interface ClusterSeam {
+  /** Takes the client id from whichever node has it; resolves with a persistent session's state. */
+  claim(clientId: string, clean: boolean): Promise<SessionState | undefined>;
+  /** Registers a session handed over by another node. */
+  adopt(clientId: string, client: ClientInfo, state: SessionState): Session;
+}
+
 /** Something the broker flushes once per event-loop turn. */
 export interface Flushable {
   flush(): void;
@@ -76,6 +85,8 @@ export interface BrokerContext {
   readonly hooks: Hooks;
   readonly log: Logger;
   readonly mirror: StateMirror | undefined;
+  /** Set when the broker is a node of a cluster. */
+  readonly cluster: ClusterSeam | undefined;
   /**
    * Routes a message and updates the retained store; `from` is undefined for the broker itself.
    * Returns how many sessions it went to.
@@ -159,6 +170,11 @@ export interface ClientLink extends SessionLink {
   sendAck(type: "puback" | "pubrec" | "pubcomp", packetId: number, reasonCode: number): void;
   /** Closes after what is queued has been written; the will is dropped unless `publishWill`. */
   closeAfterFlush(reason: string, publishWill?: boolean): void;
+  /**
+   * Set while an accepted CONNECT waits for its CONNACK (a store commit, the cluster): the session
+   * queues instead of sending, so nothing goes out before the CONNACK [MQTT-3.2.0-1].
+   */
+  holding: boolean;
   /** Closes now; publishes the will unless told not to. */
   close(reason: string, publishWill?: boolean): void;
   /** Closes for a reason 5.0 can name: 5.0 clients get DISCONNECT with `reasonCode` first. */

@@ -53,8 +53,12 @@ class SharedGroup {
   /** Index of the member whose turn is next. */
   next = 0;
 
-  constructor(key: string, filter: string) {
+  /** The ShareName. */
+  readonly group: string;
+
+  constructor(key: string, group: string, filter: string) {
     this.key = key;
+    this.group = group;
     this.filter = filter;
   }
 
@@ -83,6 +87,18 @@ export class Router {
   #ids: (readonly number[] | undefined)[] = [];
   #matchedGroups: SharedGroup[] = [];
   #depth = 0;
+  /**
+   * Told of each (session, filter) pair added (+1) or removed (-1) of a plain subscription: a
+   * cluster subscribes on its transport only to what the local subscriptions need.
+   */
+  interest: ((filter: string, change: 1 | -1) => void) | undefined;
+  /**
+   * Told of each (session, group, filter) member added (+1) or removed (-1) of a shared
+   * subscription `$share/{group}/{filter}`. Once set (a cluster), route() no longer delivers to
+   * shared groups: the cluster picks one member cluster-wide and hands this node its share through
+   * {@linkcode Router.deliverShared}, local publishes included.
+   */
+  sharedInterest: ((group: string, filter: string, change: 1 | -1) => void) | undefined;
 
   /** Subscriptions over all sessions, shared ones included. */
   get size(): number {
@@ -107,14 +123,19 @@ export class Router {
     const shared = parseSharedFilter(filter);
     if (shared === undefined) {
       if (previous !== undefined && isSpecial(previous)) this.#special--;
-      if (!isSpecial(opts)) return this.#trie.add(filter, session, opts.qos);
-      this.#special++;
-      return this.#trie.add(filter, session, new Route(opts));
+      let added: boolean;
+      if (!isSpecial(opts)) added = this.#trie.add(filter, session, opts.qos);
+      else {
+        this.#special++;
+        added = this.#trie.add(filter, session, new Route(opts));
+      }
+      if (added) this.interest?.(filter, 1);
+      return added;
     }
     const route = new Route(opts);
     let group = this.#groups.get(filter);
     if (group === undefined) {
-      group = new SharedGroup(filter, shared.filter);
+      group = new SharedGroup(filter, shared.group, shared.filter);
       this.#groups.set(filter, group);
       this.#sharedTrie.add(shared.filter, group, true);
     }
@@ -126,6 +147,7 @@ export class Router {
     group.members.push(session);
     group.routes.push(route);
     this.#sharedSize++;
+    this.sharedInterest?.(shared.group, shared.filter, 1);
     return true;
   }
 
@@ -150,6 +172,7 @@ export class Router {
         return false;
       }
       if (previous !== undefined && isSpecial(previous)) this.#special--;
+      this.interest?.(filter, -1);
       return true;
     }
     const at = group.indexOf(session);
@@ -164,6 +187,7 @@ export class Router {
       this.#groups.delete(filter);
       this.#sharedTrie.remove(group.filter, group);
     }
+    this.sharedInterest?.(group.group, group.filter, -1);
     return true;
   }
 
@@ -176,7 +200,7 @@ export class Router {
    * go with the delivery [MQTT-3.3.4-3]. Returns the number of deliveries.
    */
   route(message: Message): number {
-    return this.#special === 0 && this.#groups.size === 0
+    return this.#special === 0 && (this.#groups.size === 0 || this.sharedInterest !== undefined)
       ? this.#routePlain(message)
       : this.#routeFull(message);
   }
@@ -265,7 +289,7 @@ export class Router {
           ids[i] = before === undefined ? routeIds : [...before, ...routeIds];
         }
       });
-      if (this.#groups.size !== 0) {
+      if (this.#groups.size !== 0 && this.sharedInterest === undefined) {
         this.#sharedTrie.match(message.topic, (group) => {
           groups.push(group);
         });
@@ -291,6 +315,17 @@ export class Router {
       groups.length = 0;
       this.#depth--;
     }
+  }
+
+  /**
+   * In a cluster: a message the cluster gave this node for `$share/{group}/{filter}` goes to one
+   * local member (as route() would pick it). Returns false when the group has no member here.
+   */
+  deliverShared(group: string, filter: string, message: Message): boolean {
+    const found = this.#groups.get(`$share/${group}/${filter}`);
+    if (found === undefined || found.members.length === 0) return false;
+    this.#deliverShared(found, message);
+    return true;
   }
 
   /**

@@ -6,6 +6,26 @@
 
 import { MemoryBudget } from "./memory_budget.ts";
 
+/** The cluster link as `broker.stats()` reports it. */
+export interface ClusterStats {
+  /** This node's name. */
+  node: string;
+  /** Whether the NATS connection is up. */
+  connected: boolean;
+  /** The NATS server connected to, when connected. */
+  server: string;
+  /** NATS subjects this node subscribes to for its local subscriptions (core + JetStream). */
+  subjects: number;
+  /** Messages sent to other nodes over NATS (routed and retained updates). */
+  messagesOut: number;
+  /** Messages from other nodes delivered here. */
+  messagesIn: number;
+  /** JetStream publishes that failed and were retried before the client was acknowledged. */
+  publishRetries: number;
+  /** Messages not forwarded because their subject would exceed NATS's control line. */
+  tooLong: number;
+}
+
 /** Why a message was not delivered or not stored. */
 export interface DropCounters {
   /** A session queue was at `maxQueued` or `maxQueuedBytes`. */
@@ -83,6 +103,8 @@ export interface BrokerStats {
   packetsOut: number;
   /** Messages not delivered or not stored, by reason. */
   dropped: DropCounters;
+  /** The link to the other nodes, when the broker is part of a cluster. */
+  cluster?: ClusterStats;
 }
 
 /** The mutable counters; `broker.stats()` copies them. */

@@ -6,7 +6,7 @@
  */
 import type { BrokerContext } from "./context.ts";
 import { Message } from "./message.ts";
-import type { Counters } from "./stats.ts";
+import type { ClusterStats, Counters } from "./stats.ts";
 import { VERSION } from "./version.ts";
 
 const utf8 = new TextEncoder();
@@ -33,6 +33,8 @@ export interface SysSource {
   readonly ctx: BrokerContext;
   /** `Date.now()` when the broker started. */
   readonly startedAt: number;
+  /** The cluster link's counters, with `--cluster` (`cluster/…` topics). */
+  readonly cluster?: () => ClusterStats | undefined;
 }
 
 /**
@@ -85,6 +87,17 @@ export class SysTopics {
       ["heap/current", heap],
       ["heap/maximum", this.#heapMax],
     ];
+    const cluster = this.#source.cluster?.();
+    if (cluster !== undefined) {
+      values.push(
+        ["cluster/node", cluster.node],
+        ["cluster/connected", cluster.connected ? 1 : 0],
+        ["cluster/server", cluster.server],
+        ["cluster/subjects", cluster.subjects],
+        ["cluster/messages/in", cluster.messagesIn],
+        ["cluster/messages/out", cluster.messagesOut],
+      );
+    }
     const totals = LOADS.map(([, read]) => read(c));
     const dt = (now - this.#lastAt) / 1000;
     for (let i = 0; i < LOADS.length; i++) {

@@ -229,8 +229,24 @@ function finishEnhancedStep(
   refuse(link, result.reasonCode ?? REASON.notAuthorized, "enhanced authentication failed");
 }
 
-// Accepts the CONNECT: takeover, session, CONNACK.
+// Accepts the CONNECT. In a cluster the client id is first taken from whichever node has it
+// (that node closes its connection, 5.0 with DISCONNECT 0x8E, and publishes the will); a
+// persistent session comes along.
 function accept(link: ClientLink, pending: PendingConnect): void | Promise<void> {
+  const cluster = link.ctx.cluster;
+  if (cluster === undefined) return acceptHere(link, pending);
+  const { clientId } = pending;
+  return cluster.claim(clientId, pending.packet.cleanSession).then((state) => {
+    if (link.isClosed) return;
+    if (state !== undefined && !link.ctx.registry.sessions.has(clientId)) {
+      cluster.adopt(clientId, link.client, state);
+    }
+    return acceptHere(link, pending);
+  });
+}
+
+// Accepts the CONNECT here: takeover, session, CONNACK.
+function acceptHere(link: ClientLink, pending: PendingConnect): void | Promise<void> {
   const { ctx } = link;
   const { packet, clientId } = pending;
   const v5 = link.v5;
@@ -290,6 +306,7 @@ function accept(link: ClientLink, pending: PendingConnect): void | Promise<void>
   }
   const durable = ctx.mirror?.durable();
   const finish = () => {
+    link.holding = false;
     if (link.isClosed || link.session !== session) return;
     link.sendPacket(connack);
     ctx.counters.connectionsAccepted++;
@@ -307,6 +324,7 @@ function accept(link: ClientLink, pending: PendingConnect): void | Promise<void>
     }
   };
   if (durable === undefined) return finish();
+  link.holding = true;
   // Later packets of this client wait: nothing may overtake the CONNACK.
   return durable.then(finish, (error) => {
     ctx.log.error(`persistence failed: ${error}`);

@@ -153,7 +153,8 @@ function apply(
       });
     }
   };
-  if (session.clean) return finish();
+  // In a cluster, SUBACK also waits until the other nodes' messages can reach this one.
+  if (session.clean && ctx.cluster === undefined) return finish();
   return afterCommit(link, finish, true);
 }
 

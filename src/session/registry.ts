@@ -27,6 +27,8 @@ export interface RegistryDeps {
   debug(line: string): void;
   /** Counts a session ended because its expiry passed (before `end()` removes it). */
   expired?(session: Session): void;
+  /** Any session ended (clean ones too): a cluster forgets its record. */
+  ended?(session: Session): void;
 }
 
 /** How a CONNECT wants its session. */
@@ -168,6 +170,7 @@ export class SessionRegistry {
     session.discard();
     if (this.#sessions.get(session.clientId) === session) this.#sessions.delete(session.clientId);
     if (!session.clean) this.#deps.sessionDeleted(session);
+    this.#deps.ended?.(session);
     const delayed = session.delayedWill;
     if (delayed !== undefined) {
       session.delayedWill = undefined;

@@ -121,6 +121,7 @@ function backlogHigh(limit: number): number {
 
 const EMPTY_SUBSCRIPTIONS: ReadonlyMap<string, SubscriptionOptions> = new Map();
 const EMPTY_INFLIGHT: ReadonlyMap<number, Outgoing> = new Map();
+const EMPTY_IDS: ReadonlySet<number> = new Set();
 // Shared by every session whose queue is empty; replaced by a private array before a push.
 const EMPTY_QUEUE: (Outgoing | undefined)[] = [];
 
@@ -192,6 +193,11 @@ export class Session implements Backlogged {
   /** Outbound messages sent and not yet acknowledged, in the order they were sent. */
   get inflight(): ReadonlyMap<number, Outgoing> {
     return this.#inflight ?? EMPTY_INFLIGHT;
+  }
+
+  /** Inbound QoS 2 packet ids whose PUBREL has not come (handed over with the session). */
+  get inboundQos2Ids(): ReadonlySet<number> {
+    return this.#inboundQos2 ?? EMPTY_IDS;
   }
 
   /** Whether an inbound QoS 2 message with this id awaits its PUBREL. */
