@@ -416,6 +416,9 @@ export class Broker extends EventTarget {
       deliverShared: (group, filter, message) =>
         !this.#closed && this.#router.deliverShared(group, filter, message),
       setRetained: (message) => {
+        if (message.expiresAt !== 0 && message.expiresAt < this.#retainedExpiry) {
+          this.#retainedExpiry = message.expiresAt;
+        }
         const result = this.#retained.set(message);
         if (result !== "full" && result !== "none") inner?.retainedChanged(message);
       },
