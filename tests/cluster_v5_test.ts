@@ -39,6 +39,45 @@ Deno.test({
 });
 
 Deno.test({
+  name: "cluster 5.0: a client back on another node within its Will Delay Interval: the will " +
+    "is not published [MQTT-3.1.3-9]",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b"], ["--log-level", "debug"]);
+    const [a, b] = cluster.nodes;
+    const watcher = await cluster.connect(a, { clientId: "wwatch", protocolVersion: 5 });
+    await watcher.mqtt.subscribeAsync("will/#", { qos: 1 });
+    const options = {
+      clientId: "delayed",
+      clean: false,
+      protocolVersion: 5 as const,
+      properties: { sessionExpiryInterval: 3600 },
+      will: {
+        topic: "will/delayed",
+        payload: "gone",
+        qos: 1 as const,
+        retain: false,
+        properties: { willDelayInterval: 60 },
+      },
+    };
+    const first = await client(a.port, options);
+    // Dropped without DISCONNECT: the will waits for its delay on a.
+    first.mqtt.stream.destroy();
+    await a.process.waitForOutput("stderr", `client "delayed" disconnected`, 10_000);
+    await cluster.connect(b, { ...options, will: undefined });
+    // Published on a after the move: the will, had a published it then, is before it.
+    const marker = await cluster.connect(a, { clientId: "wmark", protocolVersion: 5 });
+    await marker.mqtt.publishAsync("will/marker", "m", { qos: 1 });
+    await waitFor(
+      () => watcher.messages.some((m) => m.topic === "will/marker"),
+      10_000,
+      "the marker",
+    );
+    assert.deepEqual(watcher.messages.map((m) => m.topic), ["will/marker"]);
+  },
+});
+
+Deno.test({
   name: "cluster 5.0: the Session Expiry Interval holds cluster-wide, also for a session whose " +
     "node died while it was connected",
   ignore,
