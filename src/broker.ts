@@ -470,11 +470,17 @@ export class Broker extends EventTarget {
       deliverShared: (group, filter, message) =>
         !this.#closed && this.#router.deliverShared(group, filter, message),
       setRetained: (message) => {
+        if (message.expiresAt !== 0 && message.expiresAt < this.#retainedExpiry) {
+          this.#retainedExpiry = message.expiresAt;
+        }
         const result = this.#retained.set(message);
         if (result !== "full" && result !== "none") inner?.retainedChanged(message);
       },
       release: (clientId, handOver, phase, idOf) => {
-        const session = this.#registry.sessions.get(clientId);
+        // Phase 1 ends an expired session first (its delayed will, if any, goes out).
+        const session = phase === 1
+          ? this.#registry.get(clientId)
+          : this.#registry.sessions.get(clientId);
         const leaving = this.#leaving.get(clientId);
         if (phase === 2) {
           if (leaving === undefined || session !== leaving.session) return undefined;
@@ -508,6 +514,8 @@ export class Broker extends EventTarget {
           this.#registry.end(session);
           return undefined;
         }
+        // The client came back on another node: a will waiting for its delay is not published.
+        this.#registry.cancelDelayedWill(session);
         // It keeps collecting until the new node has its subscriptions in place (phase 2).
         const state = exportSession(session, idOf);
         if (leaving !== undefined) clearTimeout(leaving.timer);

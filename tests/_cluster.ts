@@ -121,6 +121,8 @@ export interface Got {
   payload: string;
   qos: number;
   retain: boolean;
+  /** 5.0 PUBLISH properties, when there are any. */
+  properties?: Record<string, unknown>;
 }
 
 /** An MQTT client with what it received. */
@@ -141,7 +143,9 @@ export async function client(port: number, options: mqtt.IClientOptions = {}): P
   });
   const messages: Got[] = [];
   c.on("message", (topic, payload, packet) => {
-    messages.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain });
+    const got: Got = { topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain };
+    if (packet.properties !== undefined) got.properties = { ...packet.properties };
+    messages.push(got);
   });
   const connack = await new Promise<mqtt.IConnackPacket>((resolve, reject) => {
     c.once("connect", resolve);

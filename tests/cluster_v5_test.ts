@@ -5,6 +5,7 @@
  * exactly one member, wherever it was published.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { client, NATS_SERVER, startCluster } from "./_cluster.ts";
 import { waitFor } from "./_util.ts";
 
@@ -34,6 +35,45 @@ Deno.test({
       10_000,
       "the old connection's will",
     );
+  },
+});
+
+Deno.test({
+  name: "cluster 5.0: a client back on another node within its Will Delay Interval: the will " +
+    "is not published [MQTT-3.1.3-9]",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b"], ["--log-level", "debug"]);
+    const [a, b] = cluster.nodes;
+    const watcher = await cluster.connect(a, { clientId: "wwatch", protocolVersion: 5 });
+    await watcher.mqtt.subscribeAsync("will/#", { qos: 1 });
+    const options = {
+      clientId: "delayed",
+      clean: false,
+      protocolVersion: 5 as const,
+      properties: { sessionExpiryInterval: 3600 },
+      will: {
+        topic: "will/delayed",
+        payload: "gone",
+        qos: 1 as const,
+        retain: false,
+        properties: { willDelayInterval: 60 },
+      },
+    };
+    const first = await client(a.port, options);
+    // Dropped without DISCONNECT: the will waits for its delay on a.
+    first.mqtt.stream.destroy();
+    await a.process.waitForOutput("stderr", `client "delayed" disconnected`, 10_000);
+    await cluster.connect(b, { ...options, will: undefined });
+    // Published on a after the move: the will, had a published it then, is before it.
+    const marker = await cluster.connect(a, { clientId: "wmark", protocolVersion: 5 });
+    await marker.mqtt.publishAsync("will/marker", "m", { qos: 1 });
+    await waitFor(
+      () => watcher.messages.some((m) => m.topic === "will/marker"),
+      10_000,
+      "the marker",
+    );
+    assert.deepEqual(watcher.messages.map((m) => m.topic), ["will/marker"]);
   },
 });
 
@@ -111,5 +151,120 @@ Deno.test({
     assert.equal(got.length, n + 1, `each message once over the group: ${got.join(",")}`);
     assert.equal(new Set(got).size, n + 1);
     assert.ok(m1.messages.length + m2.messages.length + m3.messages.length === n + 1);
+  },
+});
+
+Deno.test({
+  name: "cluster 5.0: a message's properties and expiry cross nodes (QoS 0 and 1, retained)",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b"]);
+    const [a, b] = cluster.nodes;
+    const sub = await cluster.connect(b, { clientId: "psub", protocolVersion: 5 });
+    const got: { payload: string; properties: Record<string, unknown> | undefined }[] = [];
+    sub.mqtt.on("message", (_topic, payload, packet) => {
+      got.push({ payload: payload.toString(), properties: packet.properties });
+    });
+    await sub.mqtt.subscribeAsync("props/#", { qos: 1 });
+    const pub = await cluster.connect(a, { clientId: "ppub", protocolVersion: 5 });
+    const properties = {
+      contentType: "text/plain",
+      responseTopic: "reply/here",
+      correlationData: Buffer.from([1, 2, 255]),
+      userProperties: { k: "v" },
+      payloadFormatIndicator: true,
+      messageExpiryInterval: 3600,
+    };
+    for (const qos of [0, 1] as const) {
+      await pub.mqtt.publishAsync("props/t", `q${qos}`, { qos, properties });
+    }
+    await pub.mqtt.publishAsync("props/r", "kept", { qos: 1, retain: true, properties });
+    await waitFor(() => got.length === 3, 15_000, "three messages on node b");
+    // A later subscriber on b gets the retained one from b's copy of the retained stream.
+    const late = await cluster.connect(b, { clientId: "plate", protocolVersion: 5 });
+    late.mqtt.on("message", (_topic, payload, packet) => {
+      got.push({ payload: payload.toString(), properties: packet.properties });
+    });
+    await late.mqtt.subscribeAsync("props/r", { qos: 1 });
+    await waitFor(() => got.length === 4, 15_000, "the retained message");
+    for (const m of got) {
+      const p = m.properties ?? {};
+      assert.equal(p.contentType, "text/plain", m.payload);
+      assert.equal(p.responseTopic, "reply/here", m.payload);
+      assert.deepEqual([...(p.correlationData as Uint8Array)], [1, 2, 255], m.payload);
+      assert.deepEqual({ ...(p.userProperties as object) }, { k: "v" }, m.payload);
+      assert.equal(p.payloadFormatIndicator, true, m.payload);
+      const expiry = p.messageExpiryInterval as number;
+      assert.ok(expiry > 3500 && expiry <= 3600, `${m.payload}: expiry ${expiry}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster 5.0: messages queued for a session that moves to another node keep their " +
+    "properties",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b"]);
+    const [a, b] = cluster.nodes;
+    const persistent = {
+      clientId: "holder",
+      clean: false,
+      protocolVersion: 5 as const,
+      properties: { sessionExpiryInterval: 3600 },
+    };
+    const first = await client(b.port, persistent);
+    await first.mqtt.subscribeAsync("held/#", { qos: 1 });
+    await first.end();
+    const pub = await cluster.connect(a, { clientId: "hpub", protocolVersion: 5 });
+    const properties = {
+      contentType: "application/json",
+      correlationData: Buffer.from([9, 8, 7]),
+      userProperties: { from: "a" },
+    };
+    await pub.mqtt.publishAsync("held/x", "{}", { qos: 1, properties });
+    // Queued on b for the offline session; the client comes back on a.
+    const back = await cluster.connect(a, persistent);
+    assert.equal(back.sessionPresent, true);
+    await waitFor(() => back.messages.length === 1, 15_000, "the queued message");
+    const got = back.messages.map((m) => m.properties ?? {});
+    assert.equal(got[0].contentType, "application/json");
+    assert.deepEqual([...(got[0].correlationData as Uint8Array)], [9, 8, 7]);
+    assert.deepEqual({ ...(got[0].userProperties as object) }, { from: "a" });
+  },
+});
+
+Deno.test({
+  name: "cluster 5.0: a session rebuilt from the stream after its node died gets its messages " +
+    "with their properties",
+  ignore,
+  async fn() {
+    await using cluster = await startCluster(["a", "b"]);
+    const [a, b] = cluster.nodes;
+    const persistent = {
+      clientId: "orphaned",
+      clean: false,
+      protocolVersion: 5 as const,
+      properties: { sessionExpiryInterval: 3600 },
+    };
+    const first = await client(b.port, persistent);
+    await first.mqtt.subscribeAsync("lost/#", { qos: 1 });
+    await first.end();
+    // A QoS 1 publish through b once the client has gone: its PUBACK waits for JetStream, which
+    // b's NATS connection reaches after the session record of the disconnect.
+    const probe = await cluster.connect(b, { clientId: "probe" });
+    await probe.mqtt.publishAsync("probe/x", "p", { qos: 1 });
+    await b.stop("SIGKILL");
+    const pub = await cluster.connect(a, { clientId: "lpub", protocolVersion: 5 });
+    await pub.mqtt.publishAsync("lost/x", "1", {
+      qos: 1,
+      properties: { contentType: "text/csv", userProperties: { n: "1" } },
+    });
+    const back = await cluster.connect(a, persistent);
+    assert.equal(back.sessionPresent, true);
+    await waitFor(() => back.messages.length === 1, 15_000, "the replayed message");
+    const got = back.messages[0].properties ?? {};
+    assert.equal(got.contentType, "text/csv");
+    assert.deepEqual({ ...(got.userProperties as object) }, { n: "1" });
   },
 });

@@ -7,7 +7,7 @@
  */
 import type { QoS } from "../codec/packet.ts";
 import type { Logger } from "../logger.ts";
-import type { Message } from "../message.ts";
+import type { Message, MessageProperties } from "../message.ts";
 import type { Limits } from "../options.ts";
 import type { SubscriptionOptions } from "../session/session.ts";
 import type { ClusterStats } from "../stats.ts";
@@ -48,6 +48,10 @@ export interface SessionMessage {
   state: 0 | 1 | 2;
   /** The message's cluster-wide identity (origin and sequence), when it has one. */
   id?: string;
+  /** A 5.0 message's properties. */
+  properties?: MessageProperties;
+  /** A 5.0 message's expiry, epoch ms. */
+  expiresAt?: number;
 }
 
 /** What a node hands over when another node takes a client id. */

@@ -24,7 +24,7 @@ import * as jsapi from "npm:@nats-io/jetstream@3.4.0";
 // deno-lint-ignore no-import-prefix
 import { type KV, Kvm } from "npm:@nats-io/kv@3.4.0";
 import type { QoS } from "../codec/packet.ts";
-import { Message } from "../message.ts";
+import { Message, type MessageProperties } from "../message.ts";
 import type { SubscriptionOptions } from "../session/session.ts";
 import { matchTopic } from "../topic/topic.ts";
 import type {
@@ -36,7 +36,13 @@ import type {
   SessionState,
 } from "./link.ts";
 import { validateClusterOptions } from "./link.ts";
-import { decodeSessionState, encodeSessionState, subscriptionEntry } from "./session_state.ts";
+import {
+  base64,
+  decodeSessionState,
+  encodeSessionState,
+  subscriptionEntry,
+  unbase64,
+} from "./session_state.ts";
 import { filterToSubjects, subjectToTopic, topicToSubject } from "./subject.ts";
 
 // nats-server's default max_control_line is 4 KiB and a PUB line carries the subject: longer
@@ -58,6 +64,51 @@ interface Envelope {
   qos: QoS;
   retain: boolean;
   payload: Uint8Array;
+  /** A 5.0 message's properties and expiry (flag 16). */
+  extra?: Extra;
+}
+
+/** What a 5.0 message carries beyond topic, payload, QoS and retain. */
+interface Extra {
+  properties?: MessageProperties;
+  /** Epoch ms; 0 = never. */
+  expiresAt: number;
+}
+
+// Flag of an envelope: after the sequence, u32 length and JSON of the message's Extra (5.0
+// properties, expiry), then the payload. 5.0 messages with properties are few: JSON is enough.
+const EXTRA = 16;
+
+function extraBytes(message: Message): Uint8Array | undefined {
+  const props = message.properties;
+  if (props === undefined && message.expiresAt === 0) return undefined;
+  const json: { p?: Record<string, unknown>; e?: number } = {};
+  if (props !== undefined) {
+    json.p = props.correlationData === undefined
+      ? { ...props }
+      : { ...props, correlationData: base64(props.correlationData) };
+  }
+  if (message.expiresAt !== 0) json.e = message.expiresAt;
+  return utf8.encode(JSON.stringify(json));
+}
+
+function decodeExtra(bytes: Uint8Array): Extra {
+  const json = JSON.parse(text.decode(bytes));
+  const extra: Extra = { expiresAt: typeof json.e === "number" ? json.e : 0 };
+  if (json.p !== undefined) {
+    const p = json.p;
+    if (typeof p.correlationData === "string") p.correlationData = unbase64(p.correlationData);
+    extra.properties = p as MessageProperties;
+  }
+  return extra;
+}
+
+/** The message an envelope carries, 5.0 properties and expiry included. */
+function messageOf(topic: string, env: Envelope, retain: boolean): Message {
+  const extra = env.extra;
+  return extra === undefined
+    ? new Message(topic, env.payload, env.qos, retain)
+    : new Message(topic, env.payload, env.qos, retain, extra.properties, extra.expiresAt);
 }
 
 // One scratch view for the sequence: a DataView per message is a measurable cost.
@@ -66,13 +117,19 @@ const SCRATCH_VIEW = new DataView(SCRATCH.buffer);
 
 // flags (qos | retain << 2), origin length, origin, seq (float64), payload.
 function encodeEnvelope(origin: Uint8Array, seq: number, message: Message): Uint8Array {
-  const head = 2 + origin.length + 8;
+  const extra = extraBytes(message);
+  const head = 2 + origin.length + 8 + (extra === undefined ? 0 : 4 + extra.length);
   const out = new Uint8Array(head + message.payload.length);
-  out[0] = message.qos | (message.retain ? 4 : 0);
+  out[0] = message.qos | (message.retain ? 4 : 0) | (extra === undefined ? 0 : EXTRA);
   out[1] = origin.length;
   out.set(origin, 2);
   SCRATCH_VIEW.setFloat64(0, seq);
   out.set(SCRATCH, 2 + origin.length);
+  if (extra !== undefined) {
+    const at = 2 + origin.length + 8;
+    new DataView(out.buffer).setUint32(at, extra.length);
+    out.set(extra, at + 4);
+  }
   out.set(message.payload, head);
   return out;
 }
@@ -143,13 +200,20 @@ function eachMessage(env: Envelope, flags: number, visit: (env: Envelope) => voi
 function decodeEnvelope(data: Uint8Array): Envelope {
   const n = data[1];
   for (let i = 0; i < 8; i++) SCRATCH[i] = data[2 + n + i];
-  return {
+  const env: Envelope = {
     qos: (data[0] & 3) as QoS,
     retain: (data[0] & 4) !== 0,
     origin: ascii(data, 2, 2 + n),
     seq: SCRATCH_VIEW.getFloat64(0),
     payload: data.subarray(2 + n + 8),
   };
+  if ((data[0] & (EXTRA | BATCH)) === EXTRA) {
+    const at = 2 + n + 8;
+    const length = new DataView(data.buffer, data.byteOffset).getUint32(at);
+    env.extra = decodeExtra(data.subarray(at + 4, at + 4 + length));
+    env.payload = data.subarray(at + 4 + length);
+  }
+  return env;
 }
 
 function hex(s: string): string {
@@ -410,7 +474,7 @@ class NatsCluster implements ClusterLink {
         try {
           const env = decodeEnvelope(m.data);
           const topic = subjectToTopic(prefix, m.subject);
-          this.#host.setRetained(new Message(topic, env.payload, env.qos, true));
+          this.#host.setRetained(messageOf(topic, env, true));
         } catch (error) {
           this.#host.log.warn(`cluster: bad retained message on ${m.subject}: ${errorText(error)}`);
         }
@@ -505,13 +569,17 @@ class NatsCluster implements ClusterLink {
       return;
     }
     for (const [subject, messages] of this.#coreBatch) {
-      const seq = ++this.#coreSeq;
-      this.#nc.publish(
-        subject,
-        messages.length === 1
-          ? encodeEnvelope(this.#originBytes, seq, messages[0])
-          : encodeBatch(this.#originBytes, seq, messages),
-      );
+      // A batch carries no 5.0 properties: a turn with such a message sends one envelope each.
+      if (
+        messages.length === 1 ||
+        messages.some((m) => m.properties !== undefined || m.expiresAt !== 0)
+      ) {
+        for (const m of messages) {
+          this.#nc.publish(subject, encodeEnvelope(this.#originBytes, ++this.#coreSeq, m));
+        }
+        continue;
+      }
+      this.#nc.publish(subject, encodeBatch(this.#originBytes, ++this.#coreSeq, messages));
     }
     this.#coreBatch.clear();
   };
@@ -696,7 +764,7 @@ class NatsCluster implements ClusterLink {
     const prefix1 = `${this.#p}.1`;
     const deliver = (subject: string, prefix: string, env: Envelope): boolean => {
       const topic = subjectToTopic(prefix, subject);
-      const message = new Message(topic, env.payload, env.qos, env.retain);
+      const message = messageOf(topic, env, env.retain);
       this.#counters.messagesIn++;
       return this.#host.deliverShared?.(group, filter, message) ?? false;
     };
@@ -847,7 +915,7 @@ class NatsCluster implements ClusterLink {
       return;
     }
     this.#counters.messagesIn++;
-    const message = new Message(topic, env.payload, env.qos, env.retain);
+    const message = messageOf(topic, env, env.retain);
     if (env.qos > 0) this.#ids.set(message, `${env.origin}:${env.seq}`);
     this.#host.deliver(message);
   }
@@ -973,6 +1041,10 @@ class NatsCluster implements ClusterLink {
                   packetId: 0,
                   state: 0,
                   id: `${env.origin}:${env.seq}`,
+                  ...(env.extra?.properties === undefined
+                    ? {}
+                    : { properties: env.extra.properties }),
+                  ...(env.extra?.expiresAt ? { expiresAt: env.extra.expiresAt } : {}),
                 });
               }
             }

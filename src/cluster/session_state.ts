@@ -31,15 +31,19 @@ export function exportSession(
   const messages = [];
   for (const entry of session.outgoing()) {
     if (entry.qos === 0 || skip?.has(entry)) continue;
-    messages.push({
-      topic: entry.message.topic,
-      payload: entry.message.payload,
+    const { message } = entry;
+    const out: SessionState["messages"][number] = {
+      topic: message.topic,
+      payload: message.payload,
       qos: entry.qos,
       retain: entry.retain,
       packetId: entry.packetId,
       state: entry.state,
-      id: idOf(entry.message),
-    });
+      id: idOf(message),
+    };
+    if (message.properties !== undefined) out.properties = message.properties;
+    if (message.expiresAt !== 0) out.expiresAt = message.expiresAt;
+    messages.push(out);
   }
   return { subscriptions, messages, inboundQos2: [...session.inboundQos2Ids] };
 }
@@ -86,7 +90,7 @@ export function addMessages(session: Session, messages: SessionState["messages"]
   for (const e of session.outgoing()) if (e.seq > seq) seq = e.seq;
   for (const m of messages) {
     session.restore({
-      message: new Message(m.topic, m.payload, m.qos, false),
+      message: new Message(m.topic, m.payload, m.qos, false, m.properties, m.expiresAt ?? 0),
       qos: m.qos,
       retain: m.retain,
       packetId: m.packetId,
@@ -99,7 +103,8 @@ export function addMessages(session: Session, messages: SessionState["messages"]
 const utf8 = new TextEncoder();
 const text = new TextDecoder();
 
-function base64(bytes: Uint8Array): string {
+/** Bytes as base64 (for JSON). */
+export function base64(bytes: Uint8Array): string {
   let s = "";
   for (let i = 0; i < bytes.length; i += 0x8000) {
     s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
@@ -107,7 +112,8 @@ function base64(bytes: Uint8Array): string {
   return btoa(s);
 }
 
-function unbase64(s: string): Uint8Array {
+/** The inverse of {@link base64}. */
+export function unbase64(s: string): Uint8Array {
   const bin = atob(s);
   const out = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
@@ -119,7 +125,13 @@ export function encodeSessionState(state: SessionState | undefined): Uint8Array 
   if (state === undefined) return utf8.encode("{}");
   return utf8.encode(JSON.stringify({
     ...state,
-    messages: state.messages.map((m) => ({ ...m, payload: base64(m.payload) })),
+    messages: state.messages.map((m) => ({
+      ...m,
+      payload: base64(m.payload),
+      ...(m.properties?.correlationData === undefined ? {} : {
+        properties: { ...m.properties, correlationData: base64(m.properties.correlationData) },
+      }),
+    })),
   }));
 }
 
@@ -130,9 +142,14 @@ export function decodeSessionState(bytes: Uint8Array): SessionState | undefined 
   return {
     subscriptions: json.subscriptions,
     inboundQos2: json.inboundQos2 ?? [],
-    messages: (json.messages ?? []).map((m: { payload: string }) => ({
+    messages: (json.messages ?? []).map((
+      m: { payload: string; properties?: { correlationData?: string } },
+    ) => ({
       ...m,
       payload: unbase64(m.payload),
+      ...(typeof m.properties?.correlationData !== "string" ? {} : {
+        properties: { ...m.properties, correlationData: unbase64(m.properties.correlationData) },
+      }),
     })),
   };
 }

@@ -179,6 +179,16 @@ export class SessionRegistry {
     }
   }
 
+  /**
+   * Drops the will waiting for its delay, unpublished: the session resumes elsewhere (another
+   * node of a cluster took it within the delay [MQTT-3.1.3-9]).
+   */
+  cancelDelayedWill(session: Session): void {
+    if (session.delayedWill === undefined) return;
+    session.delayedWill = undefined;
+    this.#delayed.delete(session);
+  }
+
   /** A session loaded from a store, with a will still waiting (if any). */
   restored(session: Session): void {
     if (session.delayedWill !== undefined) this.#delayed.add(session);
