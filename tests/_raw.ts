@@ -1238,12 +1238,22 @@ export class RawClient {
    * (PUBACK or PUBREC as each PUBLISH arrives, PUBCOMP for each PUBREL). Returns them in arrival order.
    */
   async receiveMany(n: number, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Publish[]> {
-    const got: Publish[] = [];
+    return await this.#receiveAll(n, parsePublish, ackId, timeoutMs);
+  }
+
+  // receiveMany and receiveMany5: the same handshakes, with each version's PUBLISH and PUBREL reader.
+  async #receiveAll<T extends { qos: number; packetId?: number }>(
+    n: number,
+    parse: (p: RawPacket) => T,
+    pubrelId: (p: RawPacket) => number,
+    timeoutMs: number,
+  ): Promise<T[]> {
+    const got: T[] = [];
     const awaitingRel = new Set<number>();
     while (got.length < n || awaitingRel.size > 0) {
       const p = await this.nextPacket(timeoutMs);
       if (p.type === TYPE.PUBLISH) {
-        const m = parsePublish(p);
+        const m = parse(p);
         got.push(m);
         if (m.qos === 1) await this.send(puback(m.packetId!));
         if (m.qos === 2) {
@@ -1251,7 +1261,7 @@ export class RawClient {
           await this.send(pubrec(m.packetId!));
         }
       } else if (p.type === TYPE.PUBREL) {
-        const id = ackId(p);
+        const id = pubrelId(p);
         assert.ok(awaitingRel.delete(id), `${this.label}: PUBREL for unknown id ${id}`);
         await this.send(pubcomp(id));
       } else {
@@ -1378,27 +1388,7 @@ export class RawClient {
 
   /** `receiveMany` for 5.0: `n` PUBLISHes, every handshake completed, in arrival order. */
   async receiveMany5(n: number, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Publish5[]> {
-    const got: Publish5[] = [];
-    const awaitingRel = new Set<number>();
-    while (got.length < n || awaitingRel.size > 0) {
-      const p = await this.nextPacket(timeoutMs);
-      if (p.type === TYPE.PUBLISH) {
-        const m = parsePublish5(p);
-        got.push(m);
-        if (m.qos === 1) await this.send(puback(m.packetId!));
-        if (m.qos === 2) {
-          awaitingRel.add(m.packetId!);
-          await this.send(pubrec(m.packetId!));
-        }
-      } else if (p.type === TYPE.PUBREL) {
-        const id = parseAck5(p).packetId;
-        assert.ok(awaitingRel.delete(id), `${this.label}: PUBREL for unknown id ${id}`);
-        await this.send(pubcomp(id));
-      } else {
-        assert.fail(`${this.label}: expected PUBLISH or PUBREL, got ${describe(p)}`);
-      }
-    }
-    return got;
+    return await this.#receiveAll(n, parsePublish5, (p) => parseAck5(p).packetId, timeoutMs);
   }
 
   /** Expects a 5.0 PUBLISH and completes the receiver side of its QoS handshake. */
