@@ -362,7 +362,8 @@ export class Broker extends EventTarget {
       trace: this.#log.enabled("debug"),
       limits: this.#limits,
       responseInformation,
-      decoder: new Decoder({ maxPacketSize: this.#limits.maxPacketSize }),
+      // Payloads are views of the read buffer; a Message copies one only if something keeps it.
+      decoder: new Decoder({ maxPacketSize: this.#limits.maxPacketSize, borrowPayloads: true }),
       counters: this.#counters,
       router: this.#router,
       retained: this.#retained,
@@ -920,6 +921,7 @@ export class Broker extends EventTarget {
   #publish(message: Message, from: ClientInfo | undefined): number {
     let retainedChanged = false;
     if (message.retain) {
+      message.own();
       if (message.expiresAt !== 0 && message.expiresAt < this.#retainedExpiry) {
         this.#retainedExpiry = message.expiresAt;
       }
@@ -928,8 +930,12 @@ export class Broker extends EventTarget {
       if (retainedChanged) this.#mirror?.retainedChanged(message);
     }
     const delivered = this.#router.route(message);
-    this.#cluster?.forward(message, retainedChanged);
+    if (this.#cluster !== undefined) {
+      message.own();
+      this.#cluster.forward(message, retainedChanged);
+    }
     if (this.#ctx.listening("publish")) {
+      message.own();
       const detail: BrokerEventMap["publish"] = {
         client: from,
         topic: message.topic,

@@ -507,6 +507,7 @@ export class Connection implements ClientLink {
         this.ctx.counters.messagesOut++;
         return true;
       }
+      if (message.payload.length >= SHARED_PAYLOAD_BYTES) message.own(); // written later, as it is
       const payload = message.payload;
       if (payload.length < SHARED_PAYLOAD_BYTES) {
         this.#append(message.encoded(qos, retain), packetId, payload.length + 2);
@@ -623,35 +624,49 @@ export class Connection implements ClientLink {
     } else if (chunks.length === 0) {
       if (this.#closingSince !== -1) this.#finishClose();
       return;
-    } else if (chunks.length === 1 && this.#patches[0] === 0) {
-      data = chunks[0];
     } else {
-      const size = this.#queuedBytes;
-      if (size <= SLAB_BYTES) {
-        this.#slab = takeSlab();
-        data = this.#slab.subarray(0, size);
-      } else {
-        data = new Uint8Array(size);
-      }
+      // One slab of whole chunks per write (a chunk larger than a slab goes alone, as it is); the
+      // rest waits for the next write (#written). A fresh buffer per large flush would be
+      // hundreds of KB of garbage per write to a busy subscriber.
       const patches = this.#patches;
-      let offset = 0;
-      for (let i = 0; i < chunks.length; i++) {
-        const chunk = chunks[i];
-        data.set(chunk, offset);
-        offset += chunk.length;
-        const patch = patches[i];
-        if (patch !== 0) {
-          const id = patch % 65536;
-          const at = offset - (patch - id) / 65536;
-          data[at] = id >> 8;
-          data[at + 1] = id & 0xff;
+      let size = chunks[0].length;
+      let count = 1;
+      while (count < chunks.length && size + chunks[count].length <= SLAB_BYTES) {
+        size += chunks[count++].length;
+      }
+      if (count === 1 && patches[0] === 0) {
+        data = chunks[0];
+      } else {
+        if (size <= SLAB_BYTES) {
+          this.#slab = takeSlab();
+          data = this.#slab.subarray(0, size);
+        } else {
+          data = new Uint8Array(size); // one packet larger than a slab, with a packet id to set
+        }
+        let offset = 0;
+        for (let i = 0; i < count; i++) {
+          const chunk = chunks[i];
+          data.set(chunk, offset);
+          offset += chunk.length;
+          const patch = patches[i];
+          if (patch !== 0) {
+            const id = patch % 65536;
+            const at = offset - (patch - id) / 65536;
+            data[at] = id >> 8;
+            data[at + 1] = id & 0xff;
+          }
         }
       }
+      if (count === chunks.length) {
+        this.#chunks = NO_CHUNKS;
+        this.#patches = NO_NUMBERS;
+      } else {
+        this.#chunks = chunks.slice(count);
+        this.#patches = patches.slice(count);
+      }
     }
-    this.#chunks = NO_CHUNKS;
-    this.#patches = NO_NUMBERS;
     this.#writingBytes = data.length;
-    this.#queuedBytes = 0;
+    this.#queuedBytes -= data.length;
     this.#writing = true;
     this.ctx.counters.bytesOut += data.length;
     this.#write(data);

@@ -43,10 +43,20 @@ export function forwardedProperties(
   return out;
 }
 
-/** A message on its way through the broker. */
+/**
+ * A message on its way through the broker.
+ *
+ * A client's PUBLISH arrives with its payload lent: a view of the connection's read buffer, good
+ * until that connection reads again (see {@linkcode Message.lend}). Whatever keeps the message
+ * past that, or hands its payload to a write that has not happened yet, calls
+ * {@linkcode Message.own} first: a queue, an in-flight window, the retained store, the store, the
+ * cluster, event listeners, a write of the payload as it is. A message dropped by every
+ * subscriber is then never copied.
+ */
 export class Message {
   readonly topic: string;
-  readonly payload: Uint8Array;
+  /** The application payload; read only. */
+  payload: Uint8Array;
   readonly qos: QoS;
   readonly retain: boolean;
   /** 5.0 properties forwarded to subscribers; undefined for a 3.1.1 publisher's message. */
@@ -60,6 +70,7 @@ export class Message {
   #frame: PublishFrame | undefined;
   // Counted on first use: queue and retained accounting ask for it on the way in and out.
   #size = -1;
+  #lent = false;
 
   constructor(
     topic: string,
@@ -102,9 +113,30 @@ export class Message {
     return Math.max(0, Math.ceil((this.expiresAt - now) / 1000));
   }
 
+  /**
+   * Marks the payload as a view of a read buffer that its connection overwrites at its next read.
+   * Returns the message.
+   */
+  lend(): this {
+    this.#lent = true;
+    return this;
+  }
+
+  /** Makes the payload a copy of its own if it is lent; a no-op otherwise. */
+  own(): void {
+    if (this.#lent) {
+      this.#lent = false;
+      this.payload = this.payload.slice();
+    }
+  }
+
   /** Topic, payload and properties encoded once, framed per 5.0 delivery by the connection. */
   frame(): PublishFrame {
-    return this.#frame ??= new PublishFrame(this.topic, this.payload, this.properties);
+    if (this.#frame === undefined) {
+      this.own();
+      this.#frame = new PublishFrame(this.topic, this.payload, this.properties);
+    }
+    return this.#frame;
   }
 
   /**

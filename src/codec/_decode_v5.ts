@@ -23,7 +23,7 @@ import {
   type Subscription,
   type Will,
 } from "./packet.ts";
-import type { Reader } from "./_reader.ts";
+import { LEND, type Reader } from "./_reader.ts";
 import { KIND, readProperties } from "./_properties.ts";
 import { ALLOWED_REASON_CODES, REASON_CODE_TAG } from "./_reason_codes.ts";
 
@@ -165,7 +165,7 @@ export function decodePublishV5(
     ? {
       type: "publish",
       topic,
-      payload: r.buf.slice(r.pos, r.end),
+      payload: r.payload(r.end),
       qos,
       retain: (flags & 1) !== 0,
       dup,
@@ -173,13 +173,14 @@ export function decodePublishV5(
     : {
       type: "publish",
       topic,
-      payload: r.buf.slice(r.pos, r.end),
+      payload: r.payload(r.end),
       qos,
       retain: (flags & 1) !== 0,
       dup,
       packetId,
     };
   r.pos = r.end;
+  if (r.payloads === LEND) packet.borrowed = true;
   if (properties !== undefined) packet.properties = properties;
   return packet;
 }

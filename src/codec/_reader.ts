@@ -10,6 +10,15 @@ import { decodeUtf8 } from "./_utf8.ts";
 /** An empty buffer, so that a reader never keeps a caller's buffer alive. */
 export const EMPTY: Uint8Array = new Uint8Array(0);
 
+/** {@linkcode Reader.payloads}: copy the payload. */
+export const COPY = 0;
+/** {@linkcode Reader.payloads}: a view of the caller's chunk, valid until it is overwritten. */
+export const LEND = 1;
+/** {@linkcode Reader.payloads}: a view of a buffer the decoder allocated for this packet alone. */
+export const KEEP = 2;
+/** One of {@linkcode COPY}, {@linkcode LEND}, {@linkcode KEEP}. */
+export type PayloadMode = typeof COPY | typeof LEND | typeof KEEP;
+
 /** Cursor over one packet's body; every read is bounds-checked against `end`. */
 export class Reader {
   buf: Uint8Array = EMPTY;
@@ -17,6 +26,16 @@ export class Reader {
   end = 0;
   /** Set while a 5.0 body is read: picks the 5.0 spec tags for the shared rules. */
   v5 = false;
+  /**
+   * How a PUBLISH payload leaves the buffer: COPY (a copy of its own), LEND (a view of the
+   * caller's chunk, marked `borrowed`) or KEEP (a view of a buffer that belongs to this packet).
+   */
+  payloads: PayloadMode = COPY;
+
+  /** The PUBLISH payload `buf[pos, end)`, as `payloads` says. */
+  payload(end: number): Uint8Array {
+    return this.payloads === COPY ? this.buf.slice(this.pos, end) : this.buf.subarray(this.pos, end);
+  }
 
   u8(what: string): number {
     if (this.pos >= this.end) throw truncated(what);

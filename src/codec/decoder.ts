@@ -22,7 +22,7 @@ import {
   type Subscription,
   type Will,
 } from "./packet.ts";
-import { EMPTY, READER, type Reader } from "./_reader.ts";
+import { COPY, EMPTY, KEEP, LEND, READER, type Reader } from "./_reader.ts";
 import { isUtf8 } from "./_utf8.ts";
 import {
   decodeAuthV5,
@@ -64,6 +64,13 @@ export interface DecoderOptions {
    * send, such as Session Expiry Interval on DISCONNECT [MQTT-3.14.2-2].
    */
   role?: "server" | "client";
+  /**
+   * PUBLISH payloads as views instead of copies. A payload in a pushed chunk is then a view of
+   * that chunk, with `borrowed: true` on its packet: valid only until the chunk is overwritten, so
+   * whoever keeps it longer copies it. A payload of a packet that spanned chunks is a view of the
+   * buffer the decoder assembled it in, which nothing else uses. Default false: copies.
+   */
+  borrowPayloads?: boolean;
 }
 /** Longest fixed header: 1 type byte and at most 4 remaining-length bytes. */
 const MAX_HEADER_BYTES = 5;
@@ -79,7 +86,8 @@ const EAGER_ALLOCATION_BYTES = 64 * 1024;
  * `push()` keeps a reference to the chunk instead of copying it; only the tail of an incomplete
  * packet is copied, when `next()` returns `undefined`. So a caller may read into one reused buffer
  * provided it calls `next()` until it returns `undefined` before overwriting that buffer. Returned
- * packets never alias pushed chunks (payloads are copies, strings are decoded).
+ * packets never alias pushed chunks (payloads are copies, strings are decoded), unless the
+ * decoder was made with `borrowPayloads`.
  *
  * After `next()` has thrown a {@linkcode DecodeError}, the decoder is unusable: it throws the
  * same error again, and the connection is meant to be closed.
@@ -99,6 +107,7 @@ const EAGER_ALLOCATION_BYTES = 64 * 1024;
 export class Decoder {
   readonly #maxPacketSize: number;
   readonly #server: boolean;
+  readonly #borrow: boolean;
   /** Borrowed (or, after a join, owned) bytes not yet decoded: `#chunk[#pos, #end)`. */
   #chunk: Uint8Array = EMPTY;
   #pos = 0;
@@ -129,6 +138,7 @@ export class Decoder {
     }
     this.#maxPacketSize = max;
     this.#server = options.role !== "client";
+    this.#borrow = options.borrowPayloads === true;
   }
 
   /** Bytes held for packets not yet returned by `next()`. */
@@ -146,6 +156,7 @@ export class Decoder {
     const other = new Decoder({
       maxPacketSize: this.#maxPacketSize,
       role: this.#server ? "server" : "client",
+      borrowPayloads: this.#borrow,
     });
     other.#chunk = this.#chunk;
     other.#pos = this.#pos;
@@ -235,6 +246,7 @@ export class Decoder {
       this.#partial = undefined;
       this.#partialLength = 0;
       this.#partialTotal = 0;
+      READER.payloads = this.#borrow ? KEEP : COPY;
       return this.#decode(partial, 0, this.#partialHeaderLength, total, version);
     }
     const buf = this.#chunk;
@@ -258,6 +270,7 @@ export class Decoder {
       return undefined;
     }
     this.#pos = pos + total;
+    READER.payloads = this.#borrow ? LEND : COPY;
     return this.#decode(buf, pos, pos + this.#headerLength, pos + total, version);
   }
 
@@ -381,7 +394,7 @@ export class Decoder {
           packet = {
             type: "publish",
             topic,
-            payload: buf.slice(r.pos, end),
+            payload: r.payload(end),
             qos,
             retain: (flags & 1) !== 0,
             dup,
@@ -391,13 +404,14 @@ export class Decoder {
           packet = {
             type: "publish",
             topic,
-            payload: buf.slice(r.pos, end),
+            payload: r.payload(end),
             qos: qos as QoS,
             retain: (flags & 1) !== 0,
             dup,
             packetId,
           };
         }
+        if (r.payloads === LEND) packet.borrowed = true;
         r.pos = end;
         break;
       }

@@ -336,6 +336,11 @@ export interface PublishPacket {
   packetId?: number;
   /** 5.0 PUBLISH properties. */
   properties?: Properties;
+  /**
+   * Set by a decoder made with `borrowPayloads` when `payload` is a view of the chunk it was
+   * pushed: valid until that chunk is overwritten. Ignored by the encoder.
+   */
+  borrowed?: true;
 }
 
 /** PUBACK, PUBREC, PUBREL and PUBCOMP. */

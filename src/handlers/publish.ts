@@ -159,6 +159,8 @@ function finish(
       expiresAt,
       session.clientId,
     );
+    // The payload is a view of the read buffer: copied only by what keeps it (message.ts).
+    if (packet.borrowed === true) message.lend();
     ctx.counters.messagesRouted++;
     const delivered = ctx.publish(message, link.client);
     // 5.0 tells a publisher that nobody subscribed [MQTT-3.4.2.1].

@@ -274,6 +274,7 @@ export class Session implements Backlogged {
       link !== undefined && idle && link.writable &&
       (this.#inflight?.size ?? 0) < this.#window(link)
     ) {
+      message.own(); // in flight until acknowledged
       const entry: Outgoing = {
         message,
         qos,
@@ -367,6 +368,7 @@ export class Session implements Backlogged {
         return;
       }
     }
+    entry.message.own();
     if (this.#queue === EMPTY_QUEUE) this.#queue = [];
     this.#queue.push(entry);
     this.#queuedBytes += size;
