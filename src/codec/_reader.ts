@@ -34,7 +34,9 @@ export class Reader {
 
   /** The PUBLISH payload `buf[pos, end)`, as `payloads` says. */
   payload(end: number): Uint8Array {
-    return this.payloads === COPY ? this.buf.slice(this.pos, end) : this.buf.subarray(this.pos, end);
+    return this.payloads === COPY
+      ? this.buf.slice(this.pos, end)
+      : this.buf.subarray(this.pos, end);
   }
 
   u8(what: string): number {
