@@ -32,10 +32,12 @@ import { loadPskFile } from "./src/transport/psk_file.ts";
 import { PskSidecar, type PskSidecarOptions } from "./src/transport/psk_sidecar.ts";
 import { createWebSocketHandler } from "./src/transport/websocket.ts";
 import {
+  anonymousAllowed as anonymousAllowedBy,
   type AuthHooks,
   loadListenerAuth,
   startListeners as startConfiguredListeners,
 } from "./src/config/listen.ts";
+import type { ListenerAuthConfig } from "./src/config/listeners.ts";
 import type { ReloadResult } from "./src/auth/file_auth.ts";
 import { passwd } from "./src/cli/passwd.ts";
 
@@ -83,11 +85,21 @@ function isLoopback(addr: Deno.Addr): boolean {
   return isLoopbackHost((addr as Deno.NetAddr).hostname ?? "");
 }
 
-/** Whether clients without a user name get in, as `FileAuth` decides it. */
+/** The broker-wide authentication settings: a mosquitto.conf's, else the flags'. */
+function globalAuth(config: CliConfig): ListenerAuthConfig {
+  return config.auth ?? {
+    passwordFile: config.passwordFile,
+    aclFile: config.aclFile,
+    allowAnonymous: config.allowAnonymous,
+  };
+}
+
+/** Whether clients without a user name get in, as `FileAuth` decides it (the flags' settings). */
 function anonymousAllowed(config: CliConfig): boolean {
-  return config.passwordFile === undefined
-    ? config.allowAnonymous !== false
-    : config.allowAnonymous === true;
+  return anonymousAllowedBy({
+    passwordFile: config.passwordFile,
+    allowAnonymous: config.allowAnonymous,
+  });
 }
 
 /**
@@ -175,14 +187,9 @@ export async function main(args: string[]): Promise<number> {
   try {
     for (const note of config.notes ?? []) log.info(`mosquitto.conf: ${note}`);
     if (config.listeners !== undefined) {
-      const global = config.auth ?? {
-        passwordFile: config.passwordFile,
-        aclFile: config.aclFile,
-        allowAnonymous: config.allowAnonymous,
-      };
       let loaded;
       try {
-        loaded = await loadListenerAuth(global, config.listeners);
+        loaded = await loadListenerAuth(globalAuth(config), config.listeners);
       } catch (error) {
         throw new UsageError(errorText(error));
       }
@@ -200,6 +207,7 @@ export async function main(args: string[]): Promise<number> {
           fail: (reason) => fail(reason),
           stunnel: config.stunnel,
           debug: config.logLevel === "debug",
+          globalAuth: globalAuth(config),
         });
       } catch (error) {
         if (error instanceof Deno.errors.AddrInUse) throw error;

@@ -391,8 +391,8 @@ export function parseCliArgs(
     known.set("reusePort", "reuse-port");
     for (const [key, value] of Object.entries(json as Record<string, unknown>)) {
       try {
-        if (key === "listeners") listeners = parseListeners(value, "listeners");
-        else if (key === "bridges") bridges = parseBridges(value, "bridges");
+        if (key === "listeners") listeners = parseListeners(value, "listeners", folder);
+        else if (key === "bridges") bridges = parseBridges(value, "bridges", folder);
       } catch (error) {
         throw new UsageError(`--config ${values.config}: ${(error as Error).message}`);
       }

@@ -241,6 +241,66 @@ Deno.test("cli: a JSON config's listeners array, each with its own auth", async 
   }
 });
 
+Deno.test("mosquitto.conf: a listener without address that lets anonymous clients in is warned about", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "denomq-conf-anon-" });
+  try {
+    for (const [anonymous, warned] of [["true", true], ["false", false]] as const) {
+      const port = freePort();
+      const file = `${dir}/${anonymous}.conf`;
+      // No address: every interface, as mosquitto binds it.
+      await Deno.writeTextFile(file, `listener ${port}\nallow_anonymous ${anonymous}\n`);
+      const broker = await startOurs(file, [port], ["--allow-net", `--allow-read=${dir}`]);
+      // Start-up lines are printed once every listener is up, which is after the port answers.
+      await broker.process.waitForOutput("stderr", `listening on tcp 0.0.0.0:${port}`, 20_000);
+      await broker.stop();
+      const stderr = broker.process.stderr();
+      assert.equal(
+        /warn.*anonymous clients are allowed on 0\.0\.0\.0/.test(stderr),
+        warned,
+        `allow_anonymous ${anonymous}: ${stderr}`,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: a JSON config's listener reads its relative aclFile from the config's folder", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "denomq-conf-rel-" });
+  try {
+    const port = freePort();
+    await Deno.writeTextFile(`${dir}/acl`, "topic readwrite open/#\n");
+    await Deno.writeTextFile(
+      `${dir}/broker.json`,
+      JSON.stringify({
+        sysInterval: 0,
+        listeners: [{ host: "127.0.0.1", port, auth: { aclFile: "acl", allowAnonymous: true } }],
+      }),
+    );
+    // Started from the repository: ./acl does not exist there.
+    const process = spawn(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      `--allow-read=${dir}`,
+      CLI,
+      "--config",
+      `${dir}/broker.json`,
+    ], { deadlineMs: 60_000, cwd: new URL("..", import.meta.url).pathname });
+    try {
+      await process.waitForOutput("stderr", `listening on tcp 127.0.0.1:${port}`, 20_000);
+      const ok = await tryConnect(port, { clientId: "a" });
+      assert.notEqual(ok, "refused");
+      await (ok as mqtt.MqttClient).endAsync();
+    } finally {
+      process.kill("SIGTERM");
+      const result = await process.finished;
+      assert.equal(result.code, 0, result.stderr);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test({
   name:
     "mosquitto.conf: a psk_hint/psk_file listener takes the right key and refuses a wrong one, as mosquitto",

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { isAbsolute, resolve } from "node:path";
 import type { QoS } from "../codec/packet.ts";
 import { matchTopic, validateTopicFilter, validateTopicName } from "../topic/topic.ts";
 
@@ -293,9 +294,15 @@ export function checkBridge(bridge: BridgeConfig, where = `bridge "${bridge.name
 /**
  * Checks a `bridges` array from JSON and returns it typed.
  *
+ * @param folder Relative `tls.caFile`, `tls.certFile` and `tls.keyFile` are resolved against it
+ * (the config file's folder); kept as they are when omitted.
  * @throws {BridgeConfigError} naming the entry and the key at fault.
  */
-export function parseBridges(value: unknown, where = "bridges"): BridgeConfig[] {
+export function parseBridges(
+  value: unknown,
+  where = "bridges",
+  folder?: string,
+): BridgeConfig[] {
   if (!Array.isArray(value)) throw new BridgeConfigError(`${where}: expected an array`);
   const names = new Set<string>();
   return value.map((entry, i) => {
@@ -350,6 +357,17 @@ export function parseBridges(value: unknown, where = "bridges"): BridgeConfig[] 
       : entry.topics;
     const bridge = { ...entry, topics } as unknown as BridgeConfig;
     checkBridge(bridge, at);
+    const tls = bridge.tls;
+    if (isObject(tls) && folder !== undefined) {
+      const copy = { ...tls };
+      for (const key of ["caFile", "certFile", "keyFile"] as const) {
+        const name = copy[key];
+        if (typeof name === "string" && name !== "" && !isAbsolute(name)) {
+          copy[key] = resolve(folder, name);
+        }
+      }
+      bridge.tls = copy;
+    }
     if (names.has(bridge.name)) throw new BridgeConfigError(`${at}: name used twice`);
     names.add(bridge.name);
     return bridge;

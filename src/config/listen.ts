@@ -142,6 +142,20 @@ export interface StartListenersOptions {
   debug?: boolean;
   /** Reads a PEM file (default Deno.readTextFileSync). */
   readTextFile?: (path: string) => string;
+  /**
+   * The broker-wide settings that apply to a listener without `auth` of its own. A listener that
+   * lets anonymous clients in on an address other hosts can reach gets a warning. Default none:
+   * anonymous clients allowed.
+   */
+  globalAuth?: ListenerAuthConfig;
+}
+
+/** Whether clients without a user name get in under these settings, as FileAuth decides. */
+export function anonymousAllowed(auth: ListenerAuthConfig | undefined): boolean {
+  if (auth === undefined) return true;
+  return auth.passwordFile === undefined
+    ? auth.allowAnonymous !== false
+    : auth.allowAnonymous === true;
 }
 
 const SIDECAR_RESTARTS = 3;
@@ -261,6 +275,13 @@ export async function startListeners(
       }
     } catch (error) {
       throw new Error(`listener ${name} (${host}:${l.port}): ${errorText(error)}`);
+    }
+    const local = host === "localhost" || host.startsWith("127.") || host === "::1";
+    if (!local && anonymousAllowed(l.auth ?? options.globalAuth)) {
+      log.warn(
+        `listener ${name}: anonymous clients are allowed on ${host}:${l.port}, which other hosts ` +
+          "can reach: set password_file (and allow_anonymous false) to require a user name",
+      );
     }
   }
 }

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { isAbsolute, resolve } from "node:path";
 
 /** Per-listener authentication (mosquitto's `per_listener_settings true`). */
 export interface ListenerAuthConfig {
@@ -109,9 +110,18 @@ export function listenerName(listener: ListenerConfig, index: number): string {
  *
  * @param value The array.
  * @param where Names the array in error messages (e.g. "--config broker.json: listeners").
+ * @param folder Relative file names (`tls.certFile`, `tls.keyFile`, `tls.caFile`, `pskFile`,
+ * `auth.passwordFile`, `auth.aclFile`) are resolved against it: the config file's folder. Kept as
+ * they are when omitted.
  * @throws {ListenerConfigError} naming the entry index and the key at fault.
  */
-export function parseListeners(value: unknown, where = "listeners"): ListenerConfig[] {
+export function parseListeners(
+  value: unknown,
+  where = "listeners",
+  folder?: string,
+): ListenerConfig[] {
+  const file = (name: string | undefined): string | undefined =>
+    name === undefined || folder === undefined || isAbsolute(name) ? name : resolve(folder, name);
   if (!Array.isArray(value) || value.length === 0) {
     throw new ListenerConfigError(`${where}: expected a non-empty array of listener objects`);
   }
@@ -159,8 +169,8 @@ export function parseListeners(value: unknown, where = "listeners"): ListenerCon
       if (certFile === undefined || keyFile === undefined) {
         throw new ListenerConfigError(`${at}.tls: needs both certFile and keyFile`);
       }
-      tls = { certFile, keyFile };
-      const caFile = str("caFile", entry.tls, `${at}.tls`);
+      tls = { certFile: file(certFile)!, keyFile: file(keyFile)! };
+      const caFile = file(str("caFile", entry.tls, `${at}.tls`));
       const require = entry.tls.requireCertificate;
       if (require !== undefined && typeof require !== "boolean") {
         throw new ListenerConfigError(`${at}.tls.requireCertificate: expected true or false`);
@@ -178,7 +188,7 @@ export function parseListeners(value: unknown, where = "listeners"): ListenerCon
       }
       if (caFile !== undefined) tls.caFile = caFile;
     }
-    const pskFile = str("pskFile");
+    const pskFile = file(str("pskFile"));
     if (pskFile !== undefined && (tls !== undefined || protocol === "websockets")) {
       throw new ListenerConfigError(`${at}.pskFile: a PSK listener is plain MQTT without tls`);
     }
@@ -203,8 +213,8 @@ export function parseListeners(value: unknown, where = "listeners"): ListenerCon
         throw new ListenerConfigError(`${at}.auth.allowAnonymous: expected true or false`);
       }
       auth = {
-        passwordFile: str("passwordFile", entry.auth, `${at}.auth`),
-        aclFile: str("aclFile", entry.auth, `${at}.auth`),
+        passwordFile: file(str("passwordFile", entry.auth, `${at}.auth`)),
+        aclFile: file(str("aclFile", entry.auth, `${at}.auth`)),
         allowAnonymous,
       };
     }

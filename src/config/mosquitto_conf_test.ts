@@ -405,3 +405,44 @@ Deno.test("mosquitto.conf through the CLI: max_keepalive and memory_limit reach 
     Deno.removeSync(file);
   }
 });
+
+Deno.test("JSON listeners and bridges: relative file names mean the config file's folder", () => {
+  const [listener] = parseListeners(
+    [{
+      port: 1883,
+      tls: { certFile: "tls/cert.pem", keyFile: "/abs/key.pem", caFile: "ca.pem" },
+      auth: { passwordFile: "users", aclFile: "../acl" },
+    }, { port: 1884, pskFile: "psk" }],
+    "listeners",
+    "/etc/denomq",
+  );
+  assert.deepEqual(listener.tls, {
+    certFile: "/etc/denomq/tls/cert.pem",
+    keyFile: "/abs/key.pem",
+    caFile: "/etc/denomq/ca.pem",
+  });
+  assert.equal(listener.auth?.passwordFile, "/etc/denomq/users");
+  assert.equal(listener.auth?.aclFile, "/etc/acl");
+  assert.equal(
+    parseListeners([{ port: 1884, pskFile: "psk" }], "l", "/etc/denomq")[0].pskFile,
+    "/etc/denomq/psk",
+  );
+  // The API's own arrays: kept as given.
+  assert.equal(parseListeners([{ port: 1884, pskFile: "psk" }])[0].pskFile, "psk");
+  const [bridge] = parseBridges(
+    [{
+      name: "b",
+      addresses: [{ host: "h", port: 8883 }],
+      topics: [{ pattern: "#" }],
+      tls: { caFile: "ca.pem", certFile: "/abs/c.pem", keyFile: "k.pem", alpn: "mqtt" },
+    }],
+    "bridges",
+    "/etc/denomq",
+  );
+  assert.deepEqual(bridge.tls, {
+    caFile: "/etc/denomq/ca.pem",
+    certFile: "/abs/c.pem",
+    keyFile: "/etc/denomq/k.pem",
+    alpn: "mqtt",
+  });
+});
