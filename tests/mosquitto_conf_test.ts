@@ -198,21 +198,23 @@ Deno.test("cli: --mosquitto-conf errors are one line naming file:line and the di
   }
 });
 
-Deno.test("cli: a JSON config's listeners array, each with its own auth", async () => {
+/**
+ * Writes `config` to DIR/broker.json (with whatever files `files` names, in DIR), runs the CLI
+ * with `--config` from the repository folder, waits for `ready` on stderr, runs `check`, then
+ * stops it with SIGTERM and expects exit code 0.
+ */
+async function withJsonConfig(
+  config: Record<string, unknown>,
+  files: Record<string, string>,
+  ready: string,
+  check: () => Promise<void>,
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "denomq-conf-" });
   try {
-    const open = freePort();
-    const closed = freePort();
-    await Deno.writeTextFile(
-      `${dir}/broker.json`,
-      JSON.stringify({
-        sysInterval: 0,
-        listeners: [
-          { host: "127.0.0.1", port: open, name: "open" },
-          { host: "127.0.0.1", port: closed, name: "closed", auth: { allowAnonymous: false } },
-        ],
-      }),
-    );
+    for (const [name, text] of Object.entries(files)) {
+      await Deno.writeTextFile(`${dir}/${name}`, text);
+    }
+    await Deno.writeTextFile(`${dir}/broker.json`, JSON.stringify(config));
     const process = spawn(Deno.execPath(), [
       "run",
       "--allow-net",
@@ -220,17 +222,10 @@ Deno.test("cli: a JSON config's listeners array, each with its own auth", async 
       CLI,
       "--config",
       `${dir}/broker.json`,
-    ], { deadlineMs: 60_000 });
+    ], { deadlineMs: 60_000, cwd: new URL("..", import.meta.url).pathname });
     try {
-      await process.waitForOutput(
-        "stderr",
-        `listening on tcp 127.0.0.1:${closed} (listener closed)`,
-        20_000,
-      );
-      const ok = await tryConnect(open, { clientId: "a" });
-      assert.notEqual(ok, "refused");
-      await (ok as mqtt.MqttClient).endAsync();
-      assert.equal(await tryConnect(closed, { clientId: "b" }), "refused");
+      await process.waitForOutput("stderr", ready, 20_000);
+      await check();
     } finally {
       process.kill("SIGTERM");
       const result = await process.finished;
@@ -239,6 +234,28 @@ Deno.test("cli: a JSON config's listeners array, each with its own auth", async 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+Deno.test("cli: a JSON config's listeners array, each with its own auth", async () => {
+  const open = freePort();
+  const closed = freePort();
+  await withJsonConfig(
+    {
+      sysInterval: 0,
+      listeners: [
+        { host: "127.0.0.1", port: open, name: "open" },
+        { host: "127.0.0.1", port: closed, name: "closed", auth: { allowAnonymous: false } },
+      ],
+    },
+    {},
+    `listening on tcp 127.0.0.1:${closed} (listener closed)`,
+    async () => {
+      const ok = await tryConnect(open, { clientId: "a" });
+      assert.notEqual(ok, "refused");
+      await (ok as mqtt.MqttClient).endAsync();
+      assert.equal(await tryConnect(closed, { clientId: "b" }), "refused");
+    },
+  );
 });
 
 Deno.test("mosquitto.conf: a listener without address that lets anonymous clients in is warned about", async () => {
@@ -266,39 +283,21 @@ Deno.test("mosquitto.conf: a listener without address that lets anonymous client
 });
 
 Deno.test("cli: a JSON config's listener reads its relative aclFile from the config's folder", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "denomq-conf-rel-" });
-  try {
-    const port = freePort();
-    await Deno.writeTextFile(`${dir}/acl`, "topic readwrite open/#\n");
-    await Deno.writeTextFile(
-      `${dir}/broker.json`,
-      JSON.stringify({
-        sysInterval: 0,
-        listeners: [{ host: "127.0.0.1", port, auth: { aclFile: "acl", allowAnonymous: true } }],
-      }),
-    );
-    // Started from the repository: ./acl does not exist there.
-    const process = spawn(Deno.execPath(), [
-      "run",
-      "--allow-net",
-      `--allow-read=${dir}`,
-      CLI,
-      "--config",
-      `${dir}/broker.json`,
-    ], { deadlineMs: 60_000, cwd: new URL("..", import.meta.url).pathname });
-    try {
-      await process.waitForOutput("stderr", `listening on tcp 127.0.0.1:${port}`, 20_000);
+  const port = freePort();
+  // The CLI runs in the repository, where ./acl does not exist: it must be the config's.
+  await withJsonConfig(
+    {
+      sysInterval: 0,
+      listeners: [{ host: "127.0.0.1", port, auth: { aclFile: "acl", allowAnonymous: true } }],
+    },
+    { acl: "topic readwrite open/#\n" },
+    `listening on tcp 127.0.0.1:${port}`,
+    async () => {
       const ok = await tryConnect(port, { clientId: "a" });
       assert.notEqual(ok, "refused");
       await (ok as mqtt.MqttClient).endAsync();
-    } finally {
-      process.kill("SIGTERM");
-      const result = await process.finished;
-      assert.equal(result.code, 0, result.stderr);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    },
+  );
 });
 
 Deno.test({
