@@ -34,6 +34,7 @@ import { createWebSocketHandler } from "./src/transport/websocket.ts";
 import {
   anonymousAllowed as anonymousAllowedBy,
   type AuthHooks,
+  isLoopbackHost,
   loadListenerAuth,
   startListeners as startConfiguredListeners,
 } from "./src/config/listen.ts";
@@ -74,11 +75,6 @@ function tlsErrorText(config: CliConfig, error: unknown): string {
   if (/no certificates found/i.test(text)) return `${cert}: no PEM certificate in the file`;
   if (/no keys found/i.test(text)) return `${key}: no PEM private key in the file`;
   return `${cert} / ${key}: ${text}`;
-}
-
-function isLoopbackHost(host: string): boolean {
-  return host.startsWith("127.") || host === "::1" || host === "::ffff:127.0.0.1" ||
-    host === "localhost";
 }
 
 function isLoopback(addr: Deno.Addr): boolean {

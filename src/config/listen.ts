@@ -165,9 +165,14 @@ function errorText(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).split("\n")[0];
 }
 
+/** Whether a host name or address is this machine's loopback (others cannot reach it). */
+export function isLoopbackHost(host: string): boolean {
+  return host.startsWith("127.") || host === "::1" || host === "::ffff:127.0.0.1" ||
+    host === "localhost";
+}
+
 function isLoopback(addr: Deno.Addr | undefined): boolean {
-  const host = (addr as Deno.NetAddr | undefined)?.hostname ?? "";
-  return host.startsWith("127.") || host === "::1" || host === "::ffff:127.0.0.1";
+  return isLoopbackHost((addr as Deno.NetAddr | undefined)?.hostname ?? "");
 }
 
 /**
@@ -276,8 +281,7 @@ export async function startListeners(
     } catch (error) {
       throw new Error(`listener ${name} (${host}:${l.port}): ${errorText(error)}`);
     }
-    const local = host === "localhost" || host.startsWith("127.") || host === "::1";
-    if (!local && anonymousAllowed(l.auth ?? options.globalAuth)) {
+    if (!isLoopbackHost(host) && anonymousAllowed(l.auth ?? options.globalAuth)) {
       log.warn(
         `listener ${name}: anonymous clients are allowed on ${host}:${l.port}, which other hosts ` +
           "can reach: set password_file (and allow_anonymous false) to require a user name",
